@@ -1,0 +1,48 @@
+# Two commands on a fresh machine:  make demo   (set up + run the sample)   and   make test
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+DEMO   := $(CURDIR)/demo
+export DAGSTER_HOME := $(CURDIR)/.dagster
+
+.PHONY: setup demo test ui lint bench clean dagster-home
+
+setup: $(VENV)/.installed
+
+# torch first, from the pinned CPU build; constraints keep torchvision from pulling a CUDA torch
+$(VENV)/.installed: requirements.txt constraints.txt pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -U pip setuptools wheel
+	$(BIN)/pip install -q -c constraints.txt torch==2.13.0
+	$(BIN)/pip install -q -c constraints.txt -r requirements.txt
+	$(BIN)/pip install -q -c constraints.txt --no-deps -e .
+	$(BIN)/python -c "import dagster, dagster_webserver, pydicom, SimpleITK, totalsegmentator, torch, radiomics, dicompylercore, pandas, pyarrow, pytest"
+	touch $@
+
+dagster-home:
+	@mkdir -p $(DAGSTER_HOME)
+	@ln -sf ../dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+
+demo: setup dagster-home
+	rm -rf $(DEMO)/drop
+	$(BIN)/rtpipeline synth --out $(DEMO)/drop --patients 3 --boost --second-course
+	$(BIN)/rtpipeline run --dicom-root $(DEMO)/drop --outdir $(DEMO)/output
+	@echo ""
+	@echo "Outputs:     $(DEMO)/output/courses/<course_key>/ and $(DEMO)/output/cohort/"
+	@echo "Open the UI: make ui   (then http://127.0.0.1:3000 -> Assets)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+ui: setup dagster-home
+	RT_DROP_ROOT=$(DEMO)/drop RT_DATA_ROOT=$(DEMO)/output $(BIN)/dagster dev -w workspace.yaml
+
+lint: setup
+	$(BIN)/ruff check rt_assets rt_resources tests benchmarks
+	$(BIN)/ruff format --check rt_assets rt_resources tests benchmarks
+
+bench: setup
+	$(BIN)/python benchmarks/ingest.py
+
+clean:
+	rm -rf $(DEMO) $(DAGSTER_HOME)

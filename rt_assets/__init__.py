@@ -1,0 +1,1 @@
+"""The asset graph: partitions, assets, sensors, jobs and the one Definitions object."""

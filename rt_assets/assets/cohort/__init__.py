@@ -1,0 +1,1 @@
+"""Cohort tables over all courses (unpartitioned)."""

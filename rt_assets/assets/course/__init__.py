@@ -1,0 +1,1 @@
+"""Per-course assets (partitioned by course key)."""

@@ -1,0 +1,54 @@
+import numpy as np
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+
+from rt_assets.lineage import lineage_metadata
+from rt_assets.partitions import course_partitions
+from rt_resources.fileio import write_atomic
+from rt_resources.imaging.ct_series import CTSeriesError, read_ct_volume, validate_ct_series
+from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
+from rt_resources.provenance import digest_of
+from rt_resources.resources import DataRoot
+
+
+@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="1", kinds={"nifti"})
+def ct_image(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
+    """The planning CT as one volume in HU (courses/<key>/ct.nii.gz), with origin, spacing
+    and direction from the DICOM headers. A series with uneven spacing (a missing slice),
+    gantry tilt or mixed orientation fails with the offending file named."""
+    import SimpleITK as sitk
+
+    course_dir = data_root.course_dir(context.partition_key)
+    try:
+        manifest = read_manifest(course_dir)
+        files = source_files(manifest, "CT", manifest["ct_series_uid"])
+        geometry = validate_ct_series([f["abspath"] for f in files])
+        image = read_ct_volume(geometry)
+    except (ManifestError, CTSeriesError) as exc:
+        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    path = write_atomic(course_dir / "ct.nii.gz", lambda tmp: sitk.WriteImage(image, str(tmp), True))
+    hu = sitk.GetArrayViewFromImage(image)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "size_voxels": MetadataValue.json(list(geometry.size)),
+            "spacing_mm": MetadataValue.json([round(v, 4) for v in geometry.spacing_mm]),
+            "origin_mm": MetadataValue.json([round(v, 3) for v in geometry.origin_mm]),
+            "direction": MetadataValue.json([round(v, 6) for v in geometry.direction]),
+            "hu_range": MetadataValue.json([float(np.min(hu)), float(np.max(hu))]),
+            "pixel_type": image.GetPixelIDTypeAsString(),
+            "notes": MetadataValue.md("\n".join(f"- {n}" for n in geometry.notes) or "none"),
+            **lineage_metadata(
+                context,
+                source_uids={
+                    "ct_study_uid": manifest["ct_study_uid"],
+                    "ct_series_uid": manifest["ct_series_uid"],
+                    "frame_of_reference_uid": manifest["frame_of_reference_uid"],
+                    "n_sop_instances": len(geometry.sop_instance_uids),
+                },
+                input_sha256={
+                    "ct_files": digest_of(f["sha256"] for f in files),
+                    "manifest": manifest["fingerprint"],
+                },
+            ),
+        }
+    )

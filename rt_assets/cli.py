@@ -1,0 +1,195 @@
+"""``rtpipeline``: the headless way in, on top of the same asset graph.
+
+rtpipeline synth  --out DIR --patients N [...]      write synthetic DICOM-RT courses
+rtpipeline run    --dicom-root IN --outdir OUT [--workers N] [-v]
+rtpipeline doctor                                   versions, devices, locations
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+log = logging.getLogger("rtpipeline")
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)-7s %(message)s",
+        datefmt="%H:%M:%S",
+    )
+    if not verbose:
+        for noisy in ("dagster", "alembic"):
+            logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
+    cores = os.cpu_count() or 1
+    lines = [
+        "=== Parallelization Configuration ===",
+        f"CPU cores:                          {cores}",
+        f"Course runs at once (--workers):    {workers}" + ("  (default: cores - 1)" if args.workers is None else ""),
+        "Steps within a CLI run:             in process (one process per course run)",
+        f"UI / sensor runs (multiprocess):    {max(1, cores - 1)} step workers (cores - 1, $RT_WORKERS)",
+        f"Segmentation (--seg-workers):       {args.seg_workers} at a time, device {args.totalseg_device}"
+        " [segmentation stage not built yet: flag accepted, nothing segmented]",
+        "Radiomics:                          "
+        + ("sequential" if args.sequential_radiomics else "parallel")
+        + " [radiomics stage not built yet: flag accepted]",
+        "=====================================",
+    ]
+    return "\n".join(lines)
+
+
+def cmd_synth(args: argparse.Namespace) -> int:
+    from rt_resources.synthetic import write_cohort
+    from rt_resources.synthetic.cli_args import options_from_args
+
+    patients = write_cohort(Path(args.out), args.patients, options_from_args(args))
+    n_files = sum(len(c.files) for p in patients for c in p.courses)
+    n_courses = sum(len(p.courses) for p in patients)
+    print(f"wrote {len(patients)} patients, {n_courses} courses, {n_files} files under {Path(args.out).resolve()}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from rt_assets.executors import default_workers
+
+    drop = Path(args.dicom_root).resolve()
+    out = Path(args.outdir).resolve()
+    if not drop.is_dir():
+        log.error("--dicom-root %s is not a folder", drop)
+        return 2
+    if out == drop or out.is_relative_to(drop):
+        log.error("--outdir %s lies inside --dicom-root %s: the drop folder is never written to", out, drop)
+        return 2
+    workers = args.workers if args.workers is not None else default_workers()
+    os.environ["RT_DROP_ROOT"] = str(drop)
+    os.environ["RT_DATA_ROOT"] = str(out)
+    os.environ.setdefault("RT_WORKERS", str(workers))
+    os.environ["RT_CLI_LOG_LEVEL"] = "DEBUG" if args.verbose else "WARNING"
+
+    from rt_assets.headless import ensure_dagster_home, execute_cohort, run_courses
+    from rt_resources.ingest.survey import survey_drop
+
+    home = ensure_dagster_home(out / ".dagster")
+    log.info("\n%s", _parallelization_block(args, workers))
+    log.info("drop folder %s -> data root %s (Dagster instance %s)", drop, out, home)
+
+    survey = survey_drop(drop, out)
+    scan = survey.scan
+    log.info(
+        "indexed %d files in %.2f s (%d parsed, %d unchanged); %d courses; %d files not used",
+        len(scan.entries), scan.seconds, scan.n_parsed, len(scan.entries) - scan.n_parsed,
+        len(survey.courses), len(survey.links.rejections),
+    )  # fmt: skip
+    for r in survey.links.rejections:
+        log.warning("not used: %s: %s", r.path, r.reason)
+
+    outcomes = run_courses([(c.key, c.fingerprint) for c in survey.courses], workers)
+    cohort = execute_cohort()
+
+    print("\n=== Courses ===")
+    print(f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6}  outputs")
+    by_key = {o.subject: o for o in outcomes}
+    for c in survey.courses:
+        o = by_key[c.key]
+        status = "ok" if o.success else "FAILED"
+        n_ct = sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid)
+        print(
+            f"{c.key:<16} {status:<8} {n_ct:>4} {len(c.struct_uids):>8} {len(c.plan_uids):>6} "
+            f"{len(c.dose_uids):>6}  {out / 'courses' / c.key}"
+        )
+        if not o.success:
+            print(f"{'':<16} {o.error}")
+    print(f"cohort tables: {out / 'cohort'} ({'ok' if cohort.success else 'FAILED: ' + cohort.error})")
+    print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
+    print(f"runs and lineage: DAGSTER_HOME={home} dagster dev -w workspace.yaml  (or: make ui)")
+    failed = [o for o in outcomes if not o.success] + ([] if cohort.success else [cohort])
+    if not survey.courses:
+        log.error("no course found in %s", drop)
+        return 1
+    return 1 if failed else 0
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from rt_assets.executors import default_workers
+    from rt_resources.provenance import tool_versions
+
+    versions = tool_versions(
+        (
+            "torch",
+            "torchvision",
+            "TotalSegmentator",
+            "nnunetv2",
+            "pyradiomics-bhklab",
+            "dicompyler-core",
+            "dagster-webserver",
+        )
+    )
+    print("=== rtpipeline doctor ===")
+    for name, version in versions.items():
+        print(f"{name:<20} {version}")
+    try:
+        import torch
+
+        cuda = torch.cuda.is_available()
+        device = torch.cuda.get_device_name(0) if cuda else "none"
+        print(f"{'torch device':<20} {'cuda: ' + device if cuda else 'cpu only'}")
+    except Exception as exc:  # pragma: no cover - torch missing or broken
+        print(f"{'torch device':<20} unavailable ({exc})")
+    print(f"{'CPU cores':<20} {os.cpu_count()} (default workers {default_workers()})")
+    print(f"{'RT_DATA_ROOT':<20} {os.environ.get('RT_DATA_ROOT', '(unset: rt_data)')}")
+    print(f"{'RT_DROP_ROOT':<20} {os.environ.get('RT_DROP_ROOT', '(unset)')}")
+    home = os.environ.get("DAGSTER_HOME", "")
+    config = Path(home) / "dagster.yaml" if home else None
+    print(
+        f"{'DAGSTER_HOME':<20} {home or '(unset: rtpipeline run uses <outdir>/.dagster)'}"
+        + (f" ({'dagster.yaml present' if config.exists() else 'no dagster.yaml'})" if config else "")
+    )
+    ts_home = Path(os.environ.get("TOTALSEG_HOME_DIR", Path.home() / ".totalsegmentator"))
+    weights = ts_home / "nnunet" / "results"
+    found = "found" if weights.is_dir() and any(weights.iterdir()) else "not found"
+    print(f"{'TotalSegmentator':<20} weights {found} in {weights}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="rtpipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    synth = sub.add_parser("synth", help="write synthetic DICOM-RT courses (phantom CT, RTSTRUCT, RTPLAN, RTDOSE)")
+    from rt_resources.synthetic.cli_args import add_cli_arguments
+
+    add_cli_arguments(synth)
+    synth.set_defaults(func=cmd_synth)
+
+    run = sub.add_parser("run", help="process every course of a DICOM folder through the asset graph")
+    run.add_argument("--dicom-root", required=True, help="drop folder with DICOM-RT exports (read only)")
+    run.add_argument("--outdir", required=True, help="data root for courses/ and cohort/")
+    run.add_argument("--workers", type=int, default=None, help="course runs at once (default: CPU cores - 1)")
+    run.add_argument("--seg-workers", type=int, default=1, help="segmentations at once (GPU: 1)")
+    run.add_argument("--totalseg-device", choices=["gpu", "cpu"], default="gpu", help="TotalSegmentator device")
+    run.add_argument("--sequential-radiomics", action="store_true", help="radiomics one ROI at a time")
+    run.add_argument("-v", "--verbose", action="store_true")
+    run.set_defaults(func=cmd_run)
+
+    doctor = sub.add_parser("doctor", help="print versions, devices, data root and instance location")
+    doctor.set_defaults(func=cmd_doctor)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    _setup_logging(getattr(args, "verbose", False))
+    return args.func(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,14 @@
+"""Names shared across the asset graph: groups, run tags, pools."""
+
+COURSE_GROUP = "course"  #: per-course assets, partitioned by course key
+COHORT_GROUP = "cohort"  #: cohort tables over all courses
+
+COURSE_JOB = "course_job"
+COHORT_JOB = "cohort_job"
+
+TAG_COURSE = "rt/course"  #: the course key (a pseudonym; never a patient ID)
+TAG_FINGERPRINT = "rt/fingerprint"  #: content fingerprint of the course when the run was requested
+TAG_LAUNCHED_BY = "rt/launched_by"  #: sensor | cli | ui
+TAG_GPU = "rt/gpu"  #: runs that segment on the GPU carry rt/gpu=true (limited in dagster.yaml)
+
+GPU_POOL = "gpu"  #: concurrency pool of segmentation steps (limit 1)

@@ -1,0 +1,103 @@
+"""Start courses when DICOM lands in the drop folder."""
+
+import json
+import os
+import time
+
+from dagster import (
+    DefaultSensorStatus,
+    RunRequest,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from rt_assets.constants import COHORT_JOB, COURSE_JOB, TAG_COURSE, TAG_FINGERPRINT, TAG_LAUNCHED_BY
+from rt_assets.jobs import cohort_job, course_job
+from rt_assets.partitions import course_partitions
+from rt_resources.ingest.request_ledger import RequestLedger
+from rt_resources.ingest.survey import course_readiness
+from rt_resources.provenance import digest_of
+from rt_resources.resources import DataRoot, DicomDrop
+
+COHORT_SUBJECT = "__cohort__"
+SENSOR_INTERVAL_S = int(os.environ.get("RT_SENSOR_INTERVAL_S", "30"))
+
+
+def course_run_key(course_key: str, fingerprint: str) -> str:
+    return f"{course_key}:{fingerprint[:16]}"
+
+
+@sensor(
+    jobs=[course_job, cohort_job],
+    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dicom_drop: DicomDrop):
+    """Scan the drop folder (incrementally), add each course that has been quiet for the
+    quiet period (or sits under a _COMPLETE marker) as a partition, and request its run in
+    the same tick. The run key fingerprints the course's content: a re-sent, changed course
+    runs again; an unchanged one never does. Unusable files go to ingest_report."""
+    if not dicom_drop.path:
+        return SkipReason("no drop folder configured (set RT_DROP_ROOT)")
+    if not dicom_drop.root.is_dir():
+        return SkipReason(f"drop folder {dicom_drop.root} does not exist yet")
+    generation = int(json.loads(context.cursor)["generation"]) if context.cursor else 0
+    now = time.time()
+    survey = dicom_drop.survey(data_root)
+    ledger = RequestLedger(data_root.root / "index" / "sensor_requests.sqlite")
+    done = ledger.confirmed(generation)
+
+    ready, waiting = [], []
+    for course in survey.courses:
+        is_ready, why = course_readiness(survey, course, dicom_drop.quiet_period_s, now)
+        (ready if is_ready else waiting).append((course, why))
+        if not is_ready:
+            context.log.info(f"{course.key}: {why}")
+
+    existing = set(context.instance.get_dynamic_partitions(course_partitions.name))
+    new_keys = [c.key for c, _ in ready if c.key not in existing]
+    requests: list[RunRequest] = []
+    requested: dict[str, str] = {}
+    for course, why in ready:
+        if done.get(course.key) == course.fingerprint:
+            continue
+        requested[course.key] = course.fingerprint
+        context.log.info(f"{course.key}: requesting run ({why})")
+        requests.append(
+            RunRequest(
+                run_key=course_run_key(course.key, course.fingerprint),
+                job_name=COURSE_JOB,
+                partition_key=course.key,
+                tags={
+                    TAG_COURSE: course.key,
+                    TAG_FINGERPRINT: course.fingerprint[:16],
+                    TAG_LAUNCHED_BY: "sensor",
+                },
+            )
+        )
+    # the cohort tables follow the set of started courses and the list of unusable files
+    cohort_state = digest_of(
+        [f"{c.key}:{c.fingerprint}" for c, _ in ready] + [f"{r.path}\t{r.reason}" for r in survey.links.rejections]
+    )
+    if (requests or done.get(COHORT_SUBJECT) != cohort_state) and (ready or survey.links.rejections):
+        requested[COHORT_SUBJECT] = cohort_state
+        requests.append(RunRequest(run_key=f"cohort:{cohort_state[:16]}", job_name=COHORT_JOB))
+
+    next_generation = generation + 1
+    ledger.record(requested, next_generation)
+    cursor = json.dumps({"generation": next_generation})
+    if not requests and not new_keys:
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"{len(survey.scan.entries)} files ({survey.scan.n_parsed} parsed this tick), "
+                f"{len(ready)} courses up to date, {len(waiting)} waiting for quiet"
+            ),
+            cursor=cursor,
+        )
+    return SensorResult(
+        run_requests=requests,
+        dynamic_partitions_requests=[course_partitions.build_add_request(new_keys)] if new_keys else [],
+        cursor=cursor,
+    )

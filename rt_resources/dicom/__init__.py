@@ -1,0 +1,1 @@
+"""DICOM-level helpers: SOP classes and header-only reads."""

@@ -1,0 +1,60 @@
+"""Atomic writes under the data root: write a temporary file in the same folder, then rename.
+
+A reader never sees a half-written output, and a crashed step leaves no file that looks
+finished. Output paths are built only from course keys and fixed names, never from tag
+values (see :func:`course_dir`).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+_COURSE_KEY = re.compile(r"^c-[0-9a-f]{12}$")
+
+
+def course_dir(data_root: Path, key: str) -> Path:
+    """``<data_root>/courses/<key>``, refusing anything that is not a course key."""
+    if not _COURSE_KEY.match(key):
+        raise ValueError(f"{key!r} is not a course key (expected c- and 12 hex digits)")
+    return Path(data_root) / "courses" / key
+
+
+@contextmanager
+def atomic_path(target: Path) -> Iterator[Path]:
+    """Yield a temporary path beside ``target`` (same suffixes); rename it over ``target`` on success."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    suffix = "".join(target.suffixes)
+    stem = target.name[: len(target.name) - len(suffix)] if suffix else target.name
+    tmp = target.with_name(f".{stem}.{uuid.uuid4().hex[:8]}.tmp{suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_atomic(target: Path, writer: Callable[[Path], Any]) -> Path:
+    """Call ``writer(tmp_path)`` and move the result to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        writer(tmp)
+    return Path(target)
+
+
+def write_json_atomic(target: Path, payload: Any) -> Path:
+    """Write ``payload`` as indented JSON, atomically."""
+    text = json.dumps(payload, indent=2, sort_keys=False, default=str)
+    return write_atomic(target, lambda tmp: tmp.write_text(text + "\n"))
+
+
+def write_parquet_atomic(target: Path, frame) -> Path:
+    """Write a pandas DataFrame as parquet (pyarrow), atomically."""
+    return write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))

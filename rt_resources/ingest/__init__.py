@@ -1,0 +1,1 @@
+"""Index a drop folder, link its objects into courses, and describe them."""

@@ -1,0 +1,253 @@
+"""Link indexed DICOM objects into courses by UID.
+
+The chain (DICOM PS3.3):
+
+* RTDOSE -> RTPLAN through ``ReferencedRTPlanSequence``;
+* RTPLAN -> RTSTRUCT through ``ReferencedStructureSetSequence``;
+* RTSTRUCT -> CT series through ``ReferencedFrameOfReferenceSequence`` ->
+  ``RTReferencedStudySequence`` -> ``RTReferencedSeriesSequence``. When the referenced
+  series is absent (a cropped or re-exported CT), a CT series with the same frame of
+  reference in the referenced study is used, and the course says so in its notes.
+
+A course is the set of objects planned on one CT study of one patient: a primary and a
+boost plan on the same CT are one course; a later treatment on a new CT is another.
+Files that are not used are returned as rejections with a reason a person understands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from rt_resources.ingest.course_keys import course_key
+from rt_resources.ingest.index import FileEntry
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """A file of the drop that no course uses, and why."""
+
+    path: str
+    reason: str
+    kind: str = ""
+
+
+@dataclass
+class Course:
+    """Every object of one course, as found in the drop."""
+
+    key: str
+    patient_id: str
+    patient_name: str
+    study_uid: str  #: StudyInstanceUID of the planning CT
+    ct_series_uid: str  #: the planning CT series (referenced by the RTSTRUCT)
+    for_uid: str  #: FrameOfReferenceUID of the planning CT
+    struct_uids: list[str] = field(default_factory=list)
+    plan_uids: list[str] = field(default_factory=list)
+    dose_uids: list[str] = field(default_factory=list)
+    reg_uids: list[str] = field(default_factory=list)
+    other_series_uids: list[str] = field(default_factory=list)  #: MR/PT registered to the CT
+    files: list[FileEntry] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 over the course's (SOP Instance UID, file sha256) pairs: content, not mtimes."""
+        parts = sorted(f"{f.header.sop_instance_uid}:{f.sha256}" for f in self.files if f.header)
+        return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+    def files_of(self, kind: str) -> list[FileEntry]:
+        return [f for f in self.files if f.header and f.header.kind == kind]
+
+
+@dataclass
+class LinkResult:
+    courses: list[Course]
+    rejections: list[Rejection]
+
+    def course(self, key: str) -> Course:
+        for c in self.courses:
+            if c.key == key:
+                return c
+        raise KeyError(f"course {key} is not in the drop (known: {', '.join(c.key for c in self.courses)})")
+
+
+def link_courses(entries: list[FileEntry], secret: bytes) -> LinkResult:
+    """Group the usable files of a drop into courses; explain every file left out."""
+    rejections = [Rejection(e.path, e.error or "unusable", "") for e in entries if not e.ok]
+    usable, dup_rejections = _resolve_duplicates([e for e in entries if e.ok])
+    rejections += dup_rejections
+
+    by_uid: dict[str, FileEntry] = {}
+    series: dict[str, list[FileEntry]] = defaultdict(list)
+    by_kind: dict[str, list[FileEntry]] = defaultdict(list)
+    for e in usable:
+        by_uid[e.header.sop_instance_uid] = e
+        by_kind[e.header.kind].append(e)
+        if e.header.kind in ("CT", "MR", "PT"):
+            series[e.header.series_uid].append(e)
+    ct_series = {uid: files for uid, files in series.items() if files[0].header.kind == "CT"}
+
+    courses: dict[tuple[str, str], Course] = {}
+    struct_course: dict[str, Course] = {}
+    for s in by_kind["RTSTRUCT"]:
+        ct_uid, note = _find_ct_series(s, ct_series)
+        if ct_uid is None:
+            rejections.append(Rejection(s.path, note, "RTSTRUCT"))
+            continue
+        ct0 = ct_series[ct_uid][0].header
+        ident = (ct0.patient_id, ct0.study_uid)
+        if ident not in courses:
+            courses[ident] = Course(
+                key=course_key(ct0.patient_id, ct0.study_uid, secret),
+                patient_id=ct0.patient_id,
+                patient_name=ct0.patient_name,
+                study_uid=ct0.study_uid,
+                ct_series_uid=ct_uid,
+                for_uid=ct0.for_uid,
+            )
+            courses[ident].files += ct_series[ct_uid]
+        course = courses[ident]
+        if ct_uid != course.ct_series_uid and ct_uid not in course.other_series_uids:
+            course.notes.append(
+                f"RTSTRUCT {s.header.sop_instance_uid} is on CT series {ct_uid}, "
+                f"not the planning CT {course.ct_series_uid}; that series is kept as secondary"
+            )
+            course.other_series_uids.append(ct_uid)
+            course.files += ct_series[ct_uid]
+        if note:
+            course.notes.append(note)
+        if s.header.patient_id != course.patient_id:
+            course.notes.append(f"RTSTRUCT {s.path} has PatientID differing from its CT")
+        course.struct_uids.append(s.header.sop_instance_uid)
+        course.files.append(s)
+        struct_course[s.header.sop_instance_uid] = course
+
+    plan_course: dict[str, Course] = {}
+    for p in by_kind["RTPLAN"]:
+        refs = p.header.info.get("ref_struct_uids", [])
+        course = next((struct_course[u] for u in refs if u in struct_course), None)
+        if course is None:
+            target = ", ".join(refs) or "nothing (no ReferencedStructureSetSequence)"
+            rejections.append(
+                Rejection(p.path, f"RTPLAN references RTSTRUCT {target}, which is not usable in the drop", "RTPLAN")
+            )
+            continue
+        course.plan_uids.append(p.header.sop_instance_uid)
+        course.files.append(p)
+        plan_course[p.header.sop_instance_uid] = course
+
+    for d in by_kind["RTDOSE"]:
+        refs = d.header.info.get("ref_plan_uids", [])
+        course = next((plan_course[u] for u in refs if u in plan_course), None)
+        if course is None:
+            target = ", ".join(refs) or "nothing (no ReferencedRTPlanSequence)"
+            rejections.append(
+                Rejection(d.path, f"RTDOSE references RTPLAN {target}, which is not usable in the drop", "RTDOSE")
+            )
+            continue
+        if d.header.for_uid and d.header.for_uid != course.for_uid:
+            course.notes.append(
+                f"RTDOSE {d.header.sop_instance_uid} is on frame of reference {d.header.for_uid}, "
+                f"not the planning CT's {course.for_uid}"
+            )
+        course.dose_uids.append(d.header.sop_instance_uid)
+        course.files.append(d)
+
+    used_series = {c.ct_series_uid for c in courses.values()}
+    used_series |= {u for c in courses.values() for u in c.other_series_uids}
+    _attach_registrations(courses.values(), by_kind["REG"], series, used_series, rejections)
+
+    for uid, files in series.items():
+        if uid in used_series:
+            continue
+        kind = files[0].header.kind
+        if kind == "CT":
+            reason = f"CT series {uid} has no RTSTRUCT referencing it: not a planning course"
+        else:
+            reason = f"{kind} series {uid} is not registered (REG) to any course's planning CT"
+        rejections += [Rejection(f.path, reason, kind) for f in files]
+
+    ordered = sorted(courses.values(), key=lambda c: c.key)
+    for c in ordered:
+        c.files.sort(key=lambda f: f.path)
+    return LinkResult(ordered, sorted(rejections, key=lambda r: r.path))
+
+
+def _resolve_duplicates(entries: list[FileEntry]) -> tuple[list[FileEntry], list[Rejection]]:
+    """Keep one file per SOP Instance UID; drop exact copies; drop all copies that disagree."""
+    groups: dict[str, list[FileEntry]] = defaultdict(list)
+    for e in entries:
+        groups[e.header.sop_instance_uid].append(e)
+    kept: list[FileEntry] = []
+    rejected: list[Rejection] = []
+    for uid, group in groups.items():
+        group.sort(key=lambda e: e.path)
+        if len(group) == 1:
+            kept.append(group[0])
+        elif len({e.sha256 for e in group}) == 1:
+            kept.append(group[0])
+            rejected += [
+                Rejection(
+                    e.path, f"duplicate of {group[0].path} (same SOP Instance UID, identical content)", e.header.kind
+                )
+                for e in group[1:]
+            ]
+        else:
+            others = ", ".join(e.path for e in group)
+            rejected += [
+                Rejection(
+                    e.path,
+                    f"SOP Instance UID {uid} is in {len(group)} files with different content ({others}); "
+                    "none is used until the conflict is resolved",
+                    e.header.kind,
+                )
+                for e in group
+            ]
+    return kept, rejected
+
+
+def _find_ct_series(struct: FileEntry, ct_series: dict[str, list[FileEntry]]) -> tuple[str | None, str]:
+    info = struct.header.info
+    for uid in info.get("ref_series_uids", []):
+        if uid in ct_series:
+            return uid, ""
+    fors = set(info.get("ref_for_uids", [])) | set(info.get("roi_for_uids", []))
+    studies = set(info.get("ref_study_uids", [])) | {struct.header.study_uid}
+    candidates = [
+        uid
+        for uid, files in ct_series.items()
+        if files[0].header.for_uid in fors and files[0].header.study_uid in studies
+    ]
+    referenced = ", ".join(info.get("ref_series_uids", [])) or "none"
+    if candidates:
+        best = max(candidates, key=lambda uid: len(ct_series[uid]))
+        return best, (
+            f"RTSTRUCT {struct.header.sop_instance_uid} references CT series {referenced}, which is not in "
+            f"the drop; linked to CT series {best} by FrameOfReferenceUID and StudyInstanceUID"
+        )
+    return None, (
+        f"RTSTRUCT references CT series {referenced} (frame of reference {', '.join(sorted(fors)) or 'none'}), "
+        "which is not in the drop"
+    )
+
+
+def _attach_registrations(courses, regs, series, used_series, rejections) -> None:
+    by_for = {c.for_uid: c for c in courses}
+    for r in regs:
+        fors = set(r.header.info.get("reg_for_uids", [])) | {r.header.for_uid}
+        targets = [by_for[f] for f in sorted(fors) if f in by_for]
+        if not targets:
+            rejections.append(
+                Rejection(r.path, "REG does not involve the frame of reference of any course's CT", "REG")
+            )
+            continue
+        course = targets[0]
+        course.reg_uids.append(r.header.sop_instance_uid)
+        course.files.append(r)
+        for uid, files in series.items():
+            if uid not in used_series and files[0].header.kind != "CT" and files[0].header.for_uid in fors:
+                course.other_series_uids.append(uid)
+                course.files += files
+                used_series.add(uid)

@@ -1,0 +1,92 @@
+"""The course manifest: the one record of which source files make a course.
+
+Written by the ``course_manifest`` asset; every later stage resolves its inputs through
+it and checks their sha256, so an output can always be tied to the exact bytes it came
+from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rt_resources.ingest.linking import Course
+from rt_resources.provenance import sha256_file, tool_versions
+
+MANIFEST_SCHEMA = "rtpipeline.manifest/1"
+MANIFEST_NAME = "manifest.json"
+
+
+class ManifestError(ValueError):
+    """A manifest that is missing, malformed, or no longer matches the drop."""
+
+
+def build_manifest(course: Course, drop_root: Path) -> dict:
+    """The course's manifest: who, which UIDs, and every source file with its sha256."""
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "course_key": course.key,
+        "patient_id": course.patient_id,
+        "patient_name": course.patient_name,
+        "ct_study_uid": course.study_uid,
+        "ct_series_uid": course.ct_series_uid,
+        "frame_of_reference_uid": course.for_uid,
+        "rtstruct_uids": course.struct_uids,
+        "rtplan_uids": course.plan_uids,
+        "rtdose_uids": course.dose_uids,
+        "registration_uids": course.reg_uids,
+        "other_series_uids": course.other_series_uids,
+        "fingerprint": course.fingerprint,
+        "drop_root": str(Path(drop_root).resolve()),
+        "notes": course.notes,
+        "created_by": tool_versions(),
+        "files": [
+            {
+                "path": f.path,
+                "kind": f.header.kind,
+                "sop_class_uid": f.header.sop_class_uid,
+                "sop_instance_uid": f.header.sop_instance_uid,
+                "series_uid": f.header.series_uid,
+                "sha256": f.sha256,
+                "size": f.size,
+                **({"info": f.header.info} if f.header.kind not in ("CT", "MR", "PT") else {}),
+            }
+            for f in course.files
+        ],
+    }
+
+
+def read_manifest(course_dir: Path) -> dict:
+    """Load ``<course_dir>/manifest.json``."""
+    path = Path(course_dir) / MANIFEST_NAME
+    if not path.exists():
+        raise ManifestError(f"{path} does not exist: materialize course_manifest for this course first")
+    manifest = json.loads(path.read_text())
+    if manifest.get("schema") != MANIFEST_SCHEMA:
+        raise ManifestError(f"{path}: schema {manifest.get('schema')!r}, expected {MANIFEST_SCHEMA}")
+    return manifest
+
+
+def source_files(manifest: dict, kind: str, series_uid: str | None = None) -> list[dict]:
+    """The manifest's file entries of one kind (and series), each with an absolute ``abspath``.
+
+    Paths are resolved under the manifest's drop root and refused if they escape it;
+    each file's sha256 is checked against the manifest, so a file changed after the
+    manifest was written fails loudly instead of silently feeding a different input.
+    """
+    drop_root = Path(manifest["drop_root"]).resolve()
+    chosen = []
+    for entry in manifest["files"]:
+        if entry["kind"] != kind or (series_uid is not None and entry["series_uid"] != series_uid):
+            continue
+        path = (drop_root / entry["path"]).resolve()
+        if not path.is_relative_to(drop_root):
+            raise ManifestError(f"manifest path {entry['path']!r} escapes the drop folder {drop_root}")
+        if not path.exists():
+            raise ManifestError(f"{path} listed in the manifest no longer exists: re-materialize course_manifest")
+        if sha256_file(path) != entry["sha256"]:
+            raise ManifestError(
+                f"{path} changed since the manifest was written (sha256 differs): re-materialize course_manifest"
+            )
+        chosen.append({**entry, "abspath": path})
+    return chosen

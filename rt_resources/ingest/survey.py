@@ -1,0 +1,88 @@
+"""Survey a drop: one incremental scan, linked into courses, with readiness and tables.
+
+This is the single entry point the sensor, the CLI and the assets use, so they all see
+the drop the same way.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from rt_resources.ingest.course_keys import load_site_secret
+from rt_resources.ingest.index import DropIndex, ScanResult, iter_ancestors
+from rt_resources.ingest.linking import Course, LinkResult, link_courses
+
+
+@dataclass
+class DropSurvey:
+    scan: ScanResult
+    links: LinkResult
+
+    @property
+    def courses(self) -> list[Course]:
+        return self.links.courses
+
+
+def survey_drop(drop_root: Path, data_root: Path, now: float | None = None) -> DropSurvey:
+    """Scan ``drop_root`` incrementally (index kept under ``data_root/index``) and link courses."""
+    scan = DropIndex(Path(data_root) / "index", Path(drop_root)).scan(now=now)
+    return DropSurvey(scan, link_courses(scan.entries, load_site_secret(Path(data_root))))
+
+
+def course_readiness(
+    survey: DropSurvey, course: Course, quiet_period_s: float, now: float | None = None
+) -> tuple[bool, str]:
+    """Is the course complete enough to start? ``(ready, why)``.
+
+    Ready when every file of the course lies under a folder holding a ``_COMPLETE``
+    marker, or when nothing in the course's folders (its files, and files there that
+    cannot be used yet, such as a slice still being copied) has changed for
+    ``quiet_period_s`` seconds, as seen by the scans.
+    """
+    now = time.time() if now is None else now
+    markers = survey.scan.complete_dirs
+    if markers and all(any(a in markers for a in iter_ancestors(f.path)) for f in course.files):
+        return True, "_COMPLETE marker"
+    folders = {str(Path(f.path).parent) for f in course.files}
+    changes = [f.seen_at for f in course.files]
+    changes += [e.seen_at for e in survey.scan.entries if not e.ok and str(Path(e.path).parent) in folders]
+    age = now - max(changes)
+    if age >= quiet_period_s:
+        return True, f"stable for {age:.0f} s"
+    return False, f"last change {age:.0f} s ago; waiting for {quiet_period_s:.0f} s of quiet"
+
+
+def courses_table(links: LinkResult) -> pd.DataFrame:
+    """One row per course: the key -> patient mapping and what the course holds."""
+    rows = [
+        {
+            "course_key": c.key,
+            "patient_id": c.patient_id,
+            "patient_name": c.patient_name,
+            "ct_study_uid": c.study_uid,
+            "ct_series_uid": c.ct_series_uid,
+            "frame_of_reference_uid": c.for_uid,
+            "n_ct_slices": sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid),
+            "n_rtstruct": len(c.struct_uids),
+            "n_rtplan": len(c.plan_uids),
+            "n_rtdose": len(c.dose_uids),
+            "n_reg": len(c.reg_uids),
+            "n_files": len(c.files),
+            "fingerprint": c.fingerprint,
+            "notes": "; ".join(c.notes),
+        }
+        for c in links.courses
+    ]
+    return pd.DataFrame(rows, columns=list(rows[0]) if rows else ["course_key", "patient_id"])
+
+
+def ingest_report_table(links: LinkResult) -> pd.DataFrame:
+    """One row per file of the drop that no course uses, with the reason."""
+    return pd.DataFrame(
+        [{"path": r.path, "reason": r.reason, "kind": r.kind} for r in links.rejections],
+        columns=["path", "reason", "kind"],
+    )

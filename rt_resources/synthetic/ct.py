@@ -1,0 +1,100 @@
+"""CT Image Storage series: one file per slice of the analytic phantom."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pydicom.uid import CTImageStorage
+
+from .common import CourseContext, base_dataset, ds_list, ds_str, save
+from .geometry import Grid, centred_grid
+from .options import SynthFile, SynthOptions
+from .phantom import Phantom, noisy_hu
+
+RESCALE_INTERCEPT = -1024  # stored int16 value = HU + 1024
+
+
+@dataclass(frozen=True)
+class CtSeries:
+    """What later objects need to reference the CT."""
+
+    series_uid: str
+    slice_uids: list[str]  # SOP Instance UIDs in slice order (InstanceNumber 1..n)
+    slice_z: list[float]  # patient z (mm) of each slice, same order
+    files: list[SynthFile]
+
+
+def ct_grid(options: SynthOptions, phantom: Phantom) -> Grid:
+    """CT grid centred on the phantom; slice k is stacked along the IOP normal.
+
+    Slice 0 (CT_0001.dcm, InstanceNumber 1) is the first slice along the normal, so a
+    series reader that sorts by position gets it first (origin == its IPP).
+    """
+    n = options.rows
+    return centred_grid(
+        phantom.centre,
+        (options.slices, n, n),
+        (options.pixel_mm, options.pixel_mm, options.slice_mm),
+        options.patient_position,
+    )
+
+
+def write_ct(ctx: CourseContext, folder: Path) -> CtSeries:
+    """Write the CT series into ``folder`` as CT_0001.dcm ... (HU + 1024 as int16)."""
+    grid = ctx.ct_grid
+    opts = ctx.options
+    series_uid = ctx.role("ct/series")
+    rng = ctx.rng("ct/noise")
+    uids: list[str] = []
+    zs: list[float] = []
+    files: list[SynthFile] = []
+    for k in range(grid.shape[0]):
+        x, y, z = grid.slice_points(k)
+        hu = noisy_hu(ctx.phantom, x, y, z, rng)
+        stored = np.round(hu - RESCALE_INTERCEPT).astype("<i2")
+        uid = ctx.role(f"ct/slice/{k + 1}")
+        ds = base_dataset(
+            ctx,
+            sop_class_uid=CTImageStorage,
+            sop_instance_uid=uid,
+            modality="CT",
+            series_uid=series_uid,
+            series_number=1,
+            series_description="CT synthetic thorax",
+            instance_number=k + 1,
+        )
+        position = grid.slice_position(k)
+        ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+        ds.ContentDate = ctx.date
+        ds.ContentTime = ctx.time
+        ds.AcquisitionNumber = 1
+        ds.KVP = "120"
+        ds.PatientPosition = opts.patient_position
+        ds.FrameOfReferenceUID = ctx.frame_of_reference_uid
+        ds.PositionReferenceIndicator = ""
+        ds.ImagePositionPatient = ds_list(position)
+        ds.ImageOrientationPatient = ds_list(grid.orientation)
+        ds.SliceThickness = ds_str(opts.slice_mm)
+        ds.SliceLocation = ds_str(position[2])
+        ds.PixelSpacing = ds_list([grid.spacing[1], grid.spacing[0]])
+        ds.SamplesPerPixel = 1
+        ds.PhotometricInterpretation = "MONOCHROME2"
+        ds.Rows = grid.shape[1]
+        ds.Columns = grid.shape[2]
+        ds.BitsAllocated = 16
+        ds.BitsStored = 16
+        ds.HighBit = 15
+        ds.PixelRepresentation = 1
+        ds.RescaleIntercept = str(RESCALE_INTERCEPT)
+        ds.RescaleSlope = "1"
+        ds.RescaleType = "HU"
+        ds.WindowCenter = "40"
+        ds.WindowWidth = "400"
+        ds.PixelData = stored.tobytes()
+        ds["PixelData"].VR = "OW"
+        files.append(save(ds, folder / f"CT_{k + 1:04d}.dcm"))
+        uids.append(uid)
+        zs.append(float(position[2]))
+    return CtSeries(series_uid=series_uid, slice_uids=uids, slice_z=zs, files=files)

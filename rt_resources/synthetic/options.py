@@ -1,0 +1,74 @@
+"""Option and result records of the synthetic DICOM-RT generator."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP")
+
+
+@dataclass(frozen=True)
+class SynthOptions:
+    """What to generate for each patient.
+
+    Lengths are in millimetres; the CT matrix is ``rows`` x ``rows`` x ``slices``.
+    """
+
+    rows: int = 96  # CT matrix (rows = columns)
+    slices: int = 48
+    pixel_mm: float = 5.0  # in-plane pixel spacing, mm
+    slice_mm: float = 5.0  # slice spacing = SliceThickness, mm
+    boost: bool = False  # add a boost plan + its RTDOSE on the same CT/RTSTRUCT
+    second_course: bool = False  # add a second course (new study and frame of reference)
+    beam_doses: bool = False  # primary dose as one RTDOSE per beam (DoseSummationType BEAM)
+    patient_position: str = "HFS"  # HFS, FFS, HFP or FFP
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.rows < 8 or self.slices < 4:
+            raise ValueError("rows must be >= 8 and slices >= 4")
+        if self.pixel_mm <= 0 or self.slice_mm <= 0:
+            raise ValueError("pixel_mm and slice_mm must be positive")
+        if self.patient_position not in PATIENT_POSITIONS:
+            raise ValueError(f"patient_position must be one of {PATIENT_POSITIONS}")
+
+
+DEFAULT_OPTIONS = SynthOptions()
+
+
+@dataclass(frozen=True)
+class SynthFile:
+    """One written DICOM file."""
+
+    path: Path
+    modality: str
+    sop_instance_uid: str
+
+
+@dataclass(frozen=True)
+class SynthCourse:
+    """Everything a test needs to check how the files of one course link together."""
+
+    patient_id: str
+    study_uid: str
+    ct_series_uid: str
+    frame_of_reference_uid: str
+    struct_uid: str
+    plan_uids: list[str]
+    dose_uids: list[str]
+    files: list[SynthFile]
+    roi_names: list[str]
+    prescription_gy: dict[str, float]  # plan SOP Instance UID -> TargetPrescriptionDose (Gy)
+    dose_plan_uids: dict[str, str] = field(default_factory=dict)  # dose UID -> plan UID
+    folder: Path | None = None
+    course_number: int = 1
+
+
+@dataclass(frozen=True)
+class SynthPatient:
+    """One synthetic patient folder and its courses."""
+
+    patient_id: str
+    folder: Path
+    courses: list[SynthCourse]
