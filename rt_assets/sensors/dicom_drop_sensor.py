@@ -44,8 +44,8 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     if not dicom_drop.root.is_dir():
         return SkipReason(f"drop folder {dicom_drop.root} does not exist yet")
     generation = int(json.loads(context.cursor)["generation"]) if context.cursor else 0
-    now = time.time()
     survey = dicom_drop.survey(data_root)
+    now = time.time()
     ledger = RequestLedger(data_root.root / "index" / "sensor_requests.sqlite")
     done = ledger.confirmed(generation)
 

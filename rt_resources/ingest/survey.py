@@ -50,7 +50,7 @@ def course_readiness(
     folders = {str(Path(f.path).parent) for f in course.files}
     changes = [f.seen_at for f in course.files]
     changes += [e.seen_at for e in survey.scan.entries if not e.ok and str(Path(e.path).parent) in folders]
-    age = now - max(changes)
+    age = max(0.0, now - max(changes))
     if age >= quiet_period_s:
         return True, f"stable for {age:.0f} s"
     return False, f"last change {age:.0f} s ago; waiting for {quiet_period_s:.0f} s of quiet"

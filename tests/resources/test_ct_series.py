@@ -104,3 +104,16 @@ def test_two_slices_at_one_position_are_refused(drop):
     _edit(paths[4], ImagePositionPatient=pydicom.dcmread(paths[3]).ImagePositionPatient)
     with pytest.raises(CTSeriesError, match="same position"):
         validate_ct_series(paths)
+
+
+def test_small_position_jitter_is_accepted_and_recorded(drop):
+    """Real exports round positions (2.44/2.56 mm steps in a 2.5 mm series): not a missing slice."""
+    write_patient(drop, 0, SMALL)
+    paths = ct_paths(drop)
+    for n, p in enumerate(paths):
+        if n % 3 == 1:
+            ipp = [float(v) for v in pydicom.dcmread(p).ImagePositionPatient]
+            _edit(p, ImagePositionPatient=[ipp[0], ipp[1], ipp[2] + 0.3])
+    geometry = validate_ct_series(paths)
+    assert any("deviate up to" in n for n in geometry.notes)
+    assert geometry.spacing_mm[2] == pytest.approx(SMALL.slice_mm, rel=0.02)

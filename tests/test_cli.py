@@ -1,0 +1,126 @@
+"""`rtpipeline` end to end, as a user runs it: real processes, real files, persistent instance."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+
+from rt_resources.synthetic import write_patient
+from tests.conftest import SHARED_DATA, SMALL, tree_digest
+
+RTPIPELINE = [sys.executable, "-m", "rt_assets.cli"]
+
+
+def run_cli(*args, env_extra=None, cwd=None):
+    env = {**os.environ, **(env_extra or {})}
+    env.pop("DAGSTER_HOME", None)
+    return subprocess.run([*RTPIPELINE, *args], capture_output=True, text=True, env=env, cwd=cwd, timeout=600)
+
+
+def test_run_processes_good_courses_beside_bad_files(drop, tmp_path):
+    write_patient(drop, 0, SMALL)
+    write_patient(drop, 1, SMALL)
+    broken = write_patient(drop, 2, SMALL)  # its CT loses a slice: this course must fail alone
+    next(f.path for f in broken.courses[0].files if f.path.name == "CT_0006.dcm").unlink()
+    (drop / "notes.txt").write_text("not dicom")
+    ct = next(drop.rglob("CT_0001.dcm")).read_bytes()
+    (drop / "cut.dcm").write_bytes(ct[: len(ct) // 3])
+    before = tree_digest(drop)
+    out = tmp_path / "out"
+
+    proc = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "--workers", "2")
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # one course failed
+    assert "=== Parallelization Configuration ===" in proc.stderr
+    assert "missing slice" in proc.stdout
+    assert tree_digest(drop) == before
+
+    courses = pd.read_parquet(out / "cohort" / "courses.parquet")
+    assert len(courses) == 3
+    ok = [k for k in courses["course_key"] if (out / "courses" / k / "ct.nii.gz").exists()]
+    assert len(ok) == 2
+    for key in ok:
+        manifest = json.loads((out / "courses" / key / "manifest.json").read_text())
+        assert manifest["course_key"] == key
+        assert sitk.ReadImage(str(out / "courses" / key / "ct.nii.gz")).GetSize()[2] == SMALL.slices
+    report = pd.read_parquet(out / "cohort" / "ingest_report.parquet").set_index("path")
+    assert "not a DICOM file" in report.loc["notes.txt", "reason"]
+    assert "truncated" in report.loc["cut.dcm", "reason"]
+
+    # the runs live in the persistent instance, visible to the UI afterwards
+    from dagster import DagsterInstance, RunsFilter
+
+    os.environ["DAGSTER_HOME"] = str(out / ".dagster")
+    try:
+        with DagsterInstance.get() as instance:
+            runs = instance.get_runs(RunsFilter(job_name="course_job"))
+            assert sorted(r.tags["dagster/partition"] for r in runs) == sorted(courses["course_key"])
+            assert all(r.tags["rt/launched_by"] == "cli" for r in runs)
+    finally:
+        del os.environ["DAGSTER_HOME"]
+
+
+def test_rerun_is_incremental_and_succeeds(drop, tmp_path):
+    write_patient(drop, 0, SMALL)
+    out = tmp_path / "out"
+    assert run_cli("run", "--dicom-root", str(drop), "--outdir", str(out)).returncode == 0
+    again = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "-v")
+    assert again.returncode == 0
+    assert "0 parsed" in again.stderr
+
+
+def test_legacy_flags_are_accepted_and_explained(drop, tmp_path):
+    write_patient(drop, 0, SMALL)
+    proc = run_cli(
+        "run", "--dicom-root", str(drop), "--outdir", str(tmp_path / "out"),
+        "--workers", "1", "--seg-workers", "1", "--totalseg-device", "cpu", "--sequential-radiomics",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "segmentation stage not built yet" in proc.stderr
+    assert "sequential" in proc.stderr
+
+
+def test_outdir_inside_drop_is_refused(drop):
+    write_patient(drop, 0, SMALL)
+    before = tree_digest(drop)
+    proc = run_cli("run", "--dicom-root", str(drop), "--outdir", str(drop / "out"))
+    assert proc.returncode == 2 and "never written to" in proc.stderr
+    assert tree_digest(drop) == before
+
+
+def test_synth_and_doctor(tmp_path):
+    proc = run_cli("synth", "--out", str(tmp_path / "s"), "--patients", "2", "--rows", "16", "--slices", "6",
+                   "--boost", "--second-course", "--beam-doses")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "2 patients, 4 courses" in proc.stdout
+    doctor = run_cli("doctor")
+    assert doctor.returncode == 0
+    for word in ("dagster", "pydicom", "torch", "TotalSegmentator", "DAGSTER_HOME", "CPU cores"):
+        assert word in doctor.stdout
+
+
+@pytest.mark.skipif(not SHARED_DATA.exists(), reason="../shared/data is only in the project workspace")
+def test_real_data(tmp_path):
+    """The real exports in ../shared/data, read in place (read only), every course to a CT volume."""
+    before = tree_digest(SHARED_DATA)
+    out = tmp_path / "out"
+    proc = run_cli("run", "--dicom-root", str(SHARED_DATA), "--outdir", str(out))
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert tree_digest(SHARED_DATA) == before
+    courses = pd.read_parquet(out / "cohort" / "courses.parquet").set_index("patient_id")
+    assert set(courses.index) == {"HNSCC-01-0001", "HNSCC-01-0003", "HNSCC-01-0014", "STS_001", "123456"}
+    assert courses.loc["123456", "n_rtplan"] == 1 and courses.loc["123456", "n_rtdose"] == 1
+    assert "linked to CT series" in courses.loc["STS_001", "notes"]  # referenced series is not in the export
+    for pid, n_slices in {"HNSCC-01-0001": 117, "HNSCC-01-0003": 156, "HNSCC-01-0014": 163, "STS_001": 59}.items():
+        ct = sitk.ReadImage(str(out / "courses" / courses.loc[pid, "course_key"] / "ct.nii.gz"))
+        assert ct.GetSize()[2] == n_slices
+    # the dicompyler example: one CT slice, an RTSTRUCT without top-level FrameOfReferenceUID
+    manifest = json.loads((out / "courses" / courses.loc["123456", "course_key"] / "manifest.json").read_text())
+    assert manifest["frame_of_reference_uid"]
+    report = pd.read_parquet(out / "cohort" / "ingest_report.parquet")
+    assert all("not a DICOM file" in r for r in report["reason"])  # licences, READMEs, NIfTI
+    assert any(Path(p).name == "phantom.nii.gz" for p in report["path"])
