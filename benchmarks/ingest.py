@@ -50,7 +50,9 @@ def header_read(files: list[Path]) -> None:
 
 
 def ratio(base: float, sec: float) -> str:
-    return f"{base / sec:.1f}x faster" if sec <= base else f"{sec / base:.1f}x slower"
+    if sec == base:
+        return "baseline"
+    return f"{base / sec:.1f}x faster" if sec < base else f"{sec / base:.1f}x slower"
 
 
 def timed(fn: Callable[[], object]) -> tuple[float, object]:

@@ -126,8 +126,12 @@ def test_daemon_materializes_dropped_courses(dagster_dev):
     labels = {e["label"] for m in mats for e in m["metadataEntries"]}
     assert {"source_uids", "input_sha256", "tool_versions", "code_version"} <= labels
 
-    runs = graphql(port, RUNS)["runsOrError"]["results"]
-    course_runs = [r for r in runs if r["jobName"] == "course_job"]
+    while time.time() < deadline:  # the materialization event precedes the run's end
+        runs = graphql(port, RUNS)["runsOrError"]["results"]
+        course_runs = [r for r in runs if r["jobName"] == "course_job"]
+        if all(r["status"] in ("SUCCESS", "FAILURE", "CANCELED") for r in course_runs):
+            break
+        time.sleep(2)
     assert len(course_runs) == 2 and all(r["status"] == "SUCCESS" for r in course_runs)
     for r in course_runs:
         tags = {t["key"]: t["value"] for t in r["tags"]}
