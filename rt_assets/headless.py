@@ -63,12 +63,13 @@ def ensure_dagster_home(default: Path) -> Path:
 
 
 def _first_error(result) -> str:
+    """The message of the first failed step, without Dagster's exception class prefix."""
     for event in result.all_events:
         if event.is_step_failure and event.step_failure_data and event.step_failure_data.error:
-            err = event.step_failure_data.error
-            while err.cause is not None and "Failure" not in err.cls_name and err.message.startswith("dagster."):
-                err = err.cause
-            return f"{event.step_key}: {err.message.strip()}"
+            message = event.step_failure_data.error.message.strip()
+            if message.startswith("dagster.") and ": " in message:
+                message = message.split(": ", 1)[1]
+            return f"{event.step_key}: {message}"
     return "run failed (see the run's logs in the UI)"
 
 

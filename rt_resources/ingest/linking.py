@@ -124,36 +124,12 @@ def link_courses(entries: list[FileEntry], secret: bytes) -> LinkResult:
         course.files.append(s)
         struct_course[s.header.sop_instance_uid] = course
 
-    plan_course: dict[str, Course] = {}
-    for p in by_kind["RTPLAN"]:
-        refs = p.header.info.get("ref_struct_uids", [])
-        course = next((struct_course[u] for u in refs if u in struct_course), None)
-        if course is None:
-            target = ", ".join(refs) or "nothing (no ReferencedStructureSetSequence)"
-            rejections.append(
-                Rejection(p.path, f"RTPLAN references RTSTRUCT {target}, which is not usable in the drop", "RTPLAN")
-            )
-            continue
-        course.plan_uids.append(p.header.sop_instance_uid)
-        course.files.append(p)
-        plan_course[p.header.sop_instance_uid] = course
-
-    for d in by_kind["RTDOSE"]:
-        refs = d.header.info.get("ref_plan_uids", [])
-        course = next((plan_course[u] for u in refs if u in plan_course), None)
-        if course is None:
-            target = ", ".join(refs) or "nothing (no ReferencedRTPlanSequence)"
-            rejections.append(
-                Rejection(d.path, f"RTDOSE references RTPLAN {target}, which is not usable in the drop", "RTDOSE")
-            )
-            continue
-        if d.header.for_uid and d.header.for_uid != course.for_uid:
-            course.notes.append(
-                f"RTDOSE {d.header.sop_instance_uid} is on frame of reference {d.header.for_uid}, "
-                f"not the planning CT's {course.for_uid}"
-            )
-        course.dose_uids.append(d.header.sop_instance_uid)
-        course.files.append(d)
+    plan_course = _attach_referencing(
+        by_kind["RTPLAN"], "ref_struct_uids", struct_course, "RTSTRUCT", "ReferencedStructureSetSequence", rejections
+    )
+    _attach_referencing(
+        by_kind["RTDOSE"], "ref_plan_uids", plan_course, "RTPLAN", "ReferencedRTPlanSequence", rejections
+    )
 
     used_series = {c.ct_series_uid for c in courses.values()}
     used_series |= {u for c in courses.values() for u in c.other_series_uids}
@@ -173,6 +149,36 @@ def link_courses(entries: list[FileEntry], secret: bytes) -> LinkResult:
     for c in ordered:
         c.files.sort(key=lambda f: f.path)
     return LinkResult(ordered, sorted(rejections, key=lambda r: r.path))
+
+
+def _attach_referencing(
+    children: list[FileEntry],
+    ref_field: str,
+    parent_course: dict[str, Course],
+    parent_kind: str,
+    ref_sequence: str,
+    rejections: list[Rejection],
+) -> dict[str, Course]:
+    """Attach RTPLANs (or RTDOSEs) to the course of the object they reference; reject orphans."""
+    child_course: dict[str, Course] = {}
+    for child in children:
+        h = child.header
+        refs = h.info.get(ref_field, [])
+        course = next((parent_course[u] for u in refs if u in parent_course), None)
+        if course is None:
+            target = ", ".join(refs) or f"nothing (no {ref_sequence})"
+            reason = f"{h.kind} references {parent_kind} {target}, which is not usable in the drop"
+            rejections.append(Rejection(child.path, reason, h.kind))
+            continue
+        if h.for_uid and h.for_uid != course.for_uid:
+            course.notes.append(
+                f"{h.kind} {h.sop_instance_uid} is on frame of reference {h.for_uid}, "
+                f"not the planning CT's {course.for_uid}"
+            )
+        (course.plan_uids if h.kind == "RTPLAN" else course.dose_uids).append(h.sop_instance_uid)
+        course.files.append(child)
+        child_course[h.sop_instance_uid] = course
+    return child_course
 
 
 def _resolve_duplicates(entries: list[FileEntry]) -> tuple[list[FileEntry], list[Rejection]]:

@@ -15,6 +15,16 @@ from rt_resources.provenance import sha256_file, tool_versions
 
 MANIFEST_SCHEMA = "rtpipeline.manifest/1"
 MANIFEST_NAME = "manifest.json"
+#: the manifest fields that identify a course's DICOM sources (recorded as lineage metadata)
+SOURCE_UID_FIELDS = (
+    "ct_study_uid",
+    "ct_series_uid",
+    "frame_of_reference_uid",
+    "rtstruct_uids",
+    "rtplan_uids",
+    "rtdose_uids",
+    "registration_uids",
+)
 
 
 class ManifestError(ValueError):

@@ -4,7 +4,7 @@ from rt_assets.constants import TAG_FINGERPRINT
 from rt_assets.lineage import lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import write_json_atomic
-from rt_resources.ingest.manifest import build_manifest
+from rt_resources.ingest.manifest import SOURCE_UID_FIELDS, build_manifest
 from rt_resources.resources import DataRoot, DicomDrop
 
 
@@ -41,14 +41,7 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in course.notes) or "none"),
             **lineage_metadata(
                 context,
-                source_uids={
-                    "ct_study_uid": course.study_uid,
-                    "ct_series_uid": course.ct_series_uid,
-                    "frame_of_reference_uid": course.for_uid,
-                    "rtstruct_uids": course.struct_uids,
-                    "rtplan_uids": course.plan_uids,
-                    "rtdose_uids": course.dose_uids,
-                },
+                source_uids={k: manifest[k] for k in SOURCE_UID_FIELDS},
                 input_sha256={"course_files": course.fingerprint},
             ),
         }
