@@ -54,7 +54,7 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
         is_ready, why = course_readiness(survey, course, dicom_drop.quiet_period_s, now)
         (ready if is_ready else waiting).append((course, why))
         if not is_ready:
-            context.log.info(f"{course.key}: {why}")
+            context.log.debug(f"{course.key}: {why}")
 
     existing = set(context.instance.get_dynamic_partitions(course_partitions.name))
     new_keys = [c.key for c, _ in ready if c.key not in existing]

@@ -67,18 +67,18 @@ def read_header(data: bytes) -> HeaderRecord:
     pixel_offset = fp.tell()
     _check_header_complete(ds, len(data))
 
-    media_class = str(ds.file_meta.get("MediaStorageSOPClassUID", ""))
+    media_class = _ascii(ds.file_meta, 0x00020002)
     if media_class == sc.MEDIA_STORAGE_DIRECTORY:
         raise HeaderError("DICOMDIR (media directory index), not an image or RT object; ignored")
     try:
-        sop_class_uid = str(ds.get("SOPClassUID", "") or media_class)
-        modality = str(ds.get("Modality", ""))
+        sop_class_uid = _ascii(ds, 0x00080016) or media_class
+        modality = _ascii(ds, 0x00080060)
         kind, reason = sc.classify(sop_class_uid, modality)
         if kind is None:
             raise HeaderError(reason or "unsupported object")
         if kind in sc.PIXEL_KINDS:
             _check_pixel_data_complete(data, pixel_offset, ds)
-        sop_instance_uid = str(ds.get("SOPInstanceUID", ""))
+        sop_instance_uid = _ascii(ds, 0x00080018)
         if not sop_instance_uid:
             raise HeaderError(f"{kind} without SOPInstanceUID (0008,0018)")
         record = HeaderRecord(
@@ -88,9 +88,9 @@ def read_header(data: bytes) -> HeaderRecord:
             modality=modality,
             patient_id=str(ds.get("PatientID", "")),
             patient_name=str(ds.get("PatientName", "")),
-            study_uid=str(ds.get("StudyInstanceUID", "")),
-            series_uid=str(ds.get("SeriesInstanceUID", "")),
-            for_uid=str(ds.get("FrameOfReferenceUID", "")),
+            study_uid=_ascii(ds, 0x0020000D),
+            series_uid=_ascii(ds, 0x0020000E),
+            for_uid=_ascii(ds, 0x00200052),
         )
         record.info = _INFO_READERS.get(kind, _no_info)(ds)
     except HeaderError:
@@ -148,6 +148,22 @@ def _check_pixel_data_complete(data: bytes, offset: int, ds: Dataset) -> None:
         raise HeaderError(f"truncated file: Pixel Data needs {length} bytes, only {size - offset - header} present")
 
 
+def _ascii(ds: Dataset, tag: int) -> str:
+    """A single-valued ASCII element (UI, CS, IS) straight from its raw bytes.
+
+    Much cheaper than pydicom's value conversion, which dominated the cold scan; only for
+    VRs whose character repertoire is ASCII by definition (PS3.5 6.2). Names and IDs,
+    which follow SpecificCharacterSet, go through pydicom.
+    """
+    elem = ds.get_item(tag)
+    if elem is None:
+        return ""
+    value = elem.value
+    if isinstance(value, bytes):
+        return value.decode("ascii", "replace").strip("\x00 ")
+    return "" if value is None else str(value).strip()
+
+
 def _uids(items: Any, attr: str) -> list[str]:
     return [str(getattr(item, attr)) for item in (items or []) if getattr(item, attr, None)]
 
@@ -157,7 +173,8 @@ def _no_info(ds: Dataset) -> dict[str, Any]:
 
 
 def _image_info(ds: Dataset) -> dict[str, Any]:
-    return {"instance_number": int(ds.get("InstanceNumber") or 0)}
+    number = _ascii(ds, 0x00200013)
+    return {"instance_number": int(number) if number.lstrip("+-").isdigit() else 0}
 
 
 def _struct_info(ds: Dataset) -> dict[str, Any]:

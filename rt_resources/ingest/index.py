@@ -110,12 +110,42 @@ def read_entry(drop_root: Path, rel: str, size: int, mtime_ns: int, now: float) 
     return FileEntry(rel, size, mtime_ns, now, digest, header, None)
 
 
+#: read files in parallel processes once at least this many need parsing (a cold scan)
+PARALLEL_MIN_FILES = 400
+
+
+def _read_batch(drop_root: Path, batch: list[tuple[str, int, int]], now: float) -> list[FileEntry]:
+    return [read_entry(drop_root, rel, size, mtime_ns, now) for rel, size, mtime_ns in batch]
+
+
+def read_entries(
+    drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None = None
+) -> list[FileEntry]:
+    """Read ``files`` (in order); across ``workers`` processes when there are many.
+
+    ``workers`` defaults to the CPU count (at most 8). Header parsing is CPU-bound Python,
+    so processes, not threads; small batches (an incremental scan) stay in process.
+    """
+    workers = workers or min(8, os.cpu_count() or 1)
+    if workers <= 1 or len(files) < PARALLEL_MIN_FILES:
+        return _read_batch(drop_root, files, now)
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    size = max(50, len(files) // (workers * 4))
+    batches = [files[i : i + size] for i in range(0, len(files), size)]
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        results = pool.map(_read_batch, [drop_root] * len(batches), batches, [now] * len(batches))
+        return [entry for batch in results for entry in batch]
+
+
 class DropIndex:
     """The persisted, incremental index of one drop folder."""
 
-    def __init__(self, index_dir: Path, drop_root: Path) -> None:
+    def __init__(self, index_dir: Path, drop_root: Path, workers: int | None = None) -> None:
         self.drop_root = Path(drop_root)
         self.path = index_path_for(Path(index_dir), self.drop_root)
+        self.workers = workers
 
     def _connect(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -146,16 +176,16 @@ class DropIndex:
             raise FileNotFoundError(f"drop folder {self.drop_root} does not exist or is not a folder")
         files, markers = walk_drop(self.drop_root)
         known = self.load()
-        entries: list[FileEntry] = []
-        changed: list[FileEntry] = []
+        unchanged: list[FileEntry] = []
+        to_read: list[tuple[str, int, int]] = []
         for rel, size, mtime_ns in files:
             old = known.pop(rel, None)
             if old is not None and old.size == size and old.mtime_ns == mtime_ns:
-                entries.append(old)
-                continue
-            entry = read_entry(self.drop_root, rel, size, mtime_ns, now)
-            entries.append(entry)
-            changed.append(entry)
+                unchanged.append(old)
+            else:
+                to_read.append((rel, size, mtime_ns))
+        changed = read_entries(self.drop_root, to_read, now, self.workers)
+        entries = sorted(unchanged + changed, key=lambda e: e.path)
         removed = list(known)
         if changed or removed:
             con = self._connect()

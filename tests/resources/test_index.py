@@ -45,3 +45,15 @@ def test_marker_is_not_a_file_but_a_folder_flag(drop, data_root):
     scan = DropIndex(data_root / "index", drop).scan()
     assert "patient_000" in scan.complete_dirs
     assert not any(e.path.endswith("_COMPLETE") for e in scan.entries)
+
+
+def test_parallel_read_equals_sequential(drop, data_root, monkeypatch):
+    from rt_resources.ingest import index as index_module
+
+    write_patient(drop, 0, SMALL)
+    (drop / "bad.dcm").write_bytes(b"nope")
+    sequential = DropIndex(data_root / "seq", drop, workers=1).scan()
+    monkeypatch.setattr(index_module, "PARALLEL_MIN_FILES", 1)
+    parallel = DropIndex(data_root / "par", drop, workers=2).scan()
+    strip = lambda scan: [(e.path, e.sha256, e.header, e.error) for e in scan.entries]  # noqa: E731
+    assert strip(parallel) == strip(sequential)
