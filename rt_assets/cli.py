@@ -108,7 +108,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             print(f"{'':<16} {o.error}")
     print(f"cohort tables: {out / 'cohort'} ({'ok' if cohort.success else 'FAILED: ' + cohort.error})")
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
-    print(f"runs and lineage: DAGSTER_HOME={home} dagster dev -w workspace.yaml  (or: make ui)")
+    print(f"runs and lineage in the UI: RT_DROP_ROOT={drop} RT_DATA_ROOT={out} DAGSTER_HOME={home} \\")
+    print("    dagster dev -w workspace.yaml   (for the demo: make ui)")
     failed = [o for o in outcomes if not o.success] + ([] if cohort.success else [cohort])
     if not survey.courses:
         log.error("no course found in %s", drop)
