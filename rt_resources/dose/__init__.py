@@ -1,0 +1,1 @@
+"""Dose: RTDOSE grids in Gy, plan prescriptions, and a course's total dose."""

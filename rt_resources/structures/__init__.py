@@ -1,0 +1,1 @@
+"""Structures: RTSTRUCT ROIs as contours, and as masks on an image grid."""
