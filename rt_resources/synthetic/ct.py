@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -41,8 +42,18 @@ def ct_grid(options: SynthOptions, phantom: Phantom) -> Grid:
     )
 
 
-def write_ct(ctx: CourseContext, folder: Path) -> CtSeries:
-    """Write the CT series into ``folder`` as CT_0001.dcm ... (HU + 1024 as int16)."""
+def write_ct(
+    ctx: CourseContext,
+    folder: Path,
+    *,
+    hu_fn: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray] | None = None,
+    description: str = "CT synthetic thorax",
+) -> CtSeries:
+    """Write the CT series into ``folder`` as CT_0001.dcm ... (HU + 1024 as int16).
+
+    ``hu_fn(x, y, z)`` (patient mm -> HU), when given, replaces the noisy phantom
+    (no noise added); ``description`` is the SeriesDescription.
+    """
     grid = ctx.ct_grid
     opts = ctx.options
     series_uid = ctx.role("ct/series")
@@ -52,7 +63,7 @@ def write_ct(ctx: CourseContext, folder: Path) -> CtSeries:
     files: list[SynthFile] = []
     for k in range(grid.shape[0]):
         x, y, z = grid.slice_points(k)
-        hu = noisy_hu(ctx.phantom, x, y, z, rng)
+        hu = noisy_hu(ctx.phantom, x, y, z, rng) if hu_fn is None else hu_fn(x, y, z)
         stored = np.round(hu - RESCALE_INTERCEPT).astype("<i2")
         uid = ctx.role(f"ct/slice/{k + 1}")
         ds = base_dataset(
@@ -62,7 +73,7 @@ def write_ct(ctx: CourseContext, folder: Path) -> CtSeries:
             modality="CT",
             series_uid=series_uid,
             series_number=1,
-            series_description="CT synthetic thorax",
+            series_description=description,
             instance_number=k + 1,
         )
         position = grid.slice_position(k)

@@ -7,9 +7,12 @@ RTReferencedStudySequence -> RTReferencedSeriesSequence -> ContourImageSequence.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
+import numpy as np
 from pydicom.uid import CTImageStorage, RTStructureSetStorage
 
 from .common import CourseContext, base_dataset, ds_str, item, save, seq, set_raw_ds
@@ -32,6 +35,12 @@ ROI_COLOURS = {
 ROI_TYPES = {"BODY": "EXTERNAL", "PTV": "PTV", "PTV_boost": "PTV"}  # others: ORGAN
 
 
+class ContourShape(Protocol):
+    """Anything with a planar cross-section polygon per slice (e.g. ``Ellipsoid``)."""
+
+    def polygon(self, z: float, n_points: int = CONTOUR_POINTS) -> np.ndarray | None: ...
+
+
 @dataclass(frozen=True)
 class StructureSet:
     """The written RTSTRUCT and its ROI numbers."""
@@ -51,11 +60,21 @@ def _contour_images(ct: CtSeries, indices: list[int]) -> list:
     ]
 
 
-def write_rtstruct(ctx: CourseContext, ct: CtSeries, rois: dict[str, Ellipsoid], path: Path) -> StructureSet:
+def write_rtstruct(
+    ctx: CourseContext,
+    ct: CtSeries,
+    rois: Mapping[str, Ellipsoid | ContourShape],
+    path: Path,
+    *,
+    n_points: int = CONTOUR_POINTS,
+    omit_empty_contour_sequence: bool = False,
+) -> StructureSet:
     """Write an RTSTRUCT with one CLOSED_PLANAR contour per CT slice crossing each ROI.
 
-    ContourData are patient coordinates (mm), z exactly equal to the slice's
-    ImagePositionPatient z; each contour references its CT slice.
+    ContourData are patient coordinates (mm, rounded to 0.001), z exactly equal to the
+    slice's ImagePositionPatient z; each contour references its CT slice.  ``n_points``
+    is passed to ``shape.polygon(z, n_points)``.  With ``omit_empty_contour_sequence``
+    an ROI without any contour gets no ContourSequence (Type 3) instead of an empty one.
     """
     uid = ctx.role("rtstruct")
     ds = base_dataset(
@@ -102,7 +121,7 @@ def write_rtstruct(ctx: CourseContext, ct: CtSeries, rois: dict[str, Ellipsoid],
         )
         contours = []
         for k, z in enumerate(ct.slice_z):
-            polygon = shape.polygon(z, CONTOUR_POINTS)
+            polygon = shape.polygon(z, n_points)
             if polygon is None:
                 continue
             z_text = ds_str(z)
@@ -117,13 +136,14 @@ def write_rtstruct(ctx: CourseContext, ct: CtSeries, rois: dict[str, Ellipsoid],
             )
             set_raw_ds(contour, "ContourData", data)
             contours.append(contour)
-        contour_items.append(
-            item(
-                ROIDisplayColor=ROI_COLOURS.get(name, [128, 128, 128]),
-                ContourSequence=seq(*contours),
-                ReferencedROINumber=number,
-            )
+        contour_item = item(
+            ROIDisplayColor=ROI_COLOURS.get(name, [128, 128, 128]),
+            ContourSequence=seq(*contours),
+            ReferencedROINumber=number,
         )
+        if omit_empty_contour_sequence and not contours:
+            del contour_item.ContourSequence
+        contour_items.append(contour_item)
         observation_items.append(
             item(
                 ObservationNumber=number,
