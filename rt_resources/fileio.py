@@ -58,3 +58,27 @@ def write_json_atomic(target: Path, payload: Any) -> Path:
 def write_parquet_atomic(target: Path, frame) -> Path:
     """Write a pandas DataFrame as parquet (pyarrow), atomically."""
     return write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def replace_dir_atomic(target: Path, writer: Callable[[Path], Any]) -> Path:
+    """Fill a fresh temporary folder with ``writer(tmp_dir)``, then swap it in for ``target``.
+
+    Readers see the old folder or the new one, never a mix; files of an earlier version
+    that the new one lacks (a renamed ROI) do not linger.
+    """
+    import shutil
+
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.tmp")
+    old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
+    tmp.mkdir()
+    try:
+        writer(tmp)
+        if target.exists():
+            os.replace(target, old)
+        os.replace(tmp, target)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.rmtree(old, ignore_errors=True)
+    return target

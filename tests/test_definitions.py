@@ -1,6 +1,6 @@
 """The whole Definitions loads, and its shape is what the architecture says."""
 
-from dagster import AssetKey, DynamicPartitionsDefinition
+from dagster import DynamicPartitionsDefinition
 
 from rt_assets.constants import COHORT_GROUP, COURSE_GROUP
 from rt_assets.definitions import defs
@@ -9,17 +9,25 @@ from rt_assets.definitions import defs
 def test_asset_graph_snapshot():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    assert set(specs) == {"course_manifest", "ct_image", "cohort_courses", "ingest_report"}
-    for name in ("course_manifest", "ct_image"):
+    course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh"}
+    cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics"}
+    assert set(specs) == course_assets | cohort_assets
+    for name in course_assets:
         node = specs[name]
         assert node.group_name == COURSE_GROUP
         assert isinstance(node.partitions_def, DynamicPartitionsDefinition)
         assert node.partitions_def.name == "courses"
         assert node.code_version
-    for name in ("cohort_courses", "ingest_report"):
+    for name in cohort_assets:
         assert specs[name].group_name == COHORT_GROUP and specs[name].partitions_def is None
-    assert AssetKey("course_manifest") in specs["ct_image"].parent_keys
-    assert AssetKey("course_manifest") in specs["cohort_courses"].parent_keys
+    parents = {name: {k.to_user_string() for k in node.parent_keys} for name, node in specs.items()}
+    assert parents["ct_image"] == {"course_manifest"}
+    assert parents["dose_grid"] == {"course_manifest"}
+    assert parents["structure_masks"] == {"course_manifest", "ct_image"}
+    assert parents["dvh"] == {"dose_grid", "structure_masks"}
+    assert parents["cohort_courses"] == {"course_manifest"}
+    assert parents["cohort_dvh_metrics"] == {"dvh"}
+    assert specs["cohort_dvh_metrics"].automation_condition is not None
 
 
 def test_jobs_sensor_executor():

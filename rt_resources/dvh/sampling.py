@@ -7,7 +7,7 @@ or more than 1.5 spacings away; a single-plane ROI uses the CT slice thickness).
 end-capping: the slab of an end plane reaches half a spacing beyond it. In each plane the
 polygons are sampled on a regular grid of step ``h`` (cell centres; several contours on a
 plane combine by XOR), finer than the dose grid (a third of its pixel, at most 1 mm) and
-fine enough for at least MIN_SAMPLES_PER_PLANE samples in the ROI's largest plane, so
+fine enough for at least MIN_SAMPLES_PER_PLANE (10,000) samples in the ROI's largest plane, so
 small structures keep their volume. Dose at each sample is interpolated trilinearly in the
 dose grid; 0 Gy beyond half a voxel outside it.
 
@@ -25,7 +25,7 @@ from rt_resources.dvh.metrics import DVH, DoseAccumulator, finish
 from rt_resources.structures.rasterize import fill_polygons, physical_to_index
 
 PLANE_TOLERANCE_MM = 0.01
-MIN_SAMPLES_PER_PLANE = 2000
+MIN_SAMPLES_PER_PLANE = 10000
 MAX_STEP_MM = 1.0
 MIN_STEP_MM = 0.05
 

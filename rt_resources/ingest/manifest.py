@@ -100,3 +100,17 @@ def source_files(manifest: dict, kind: str, series_uid: str | None = None) -> li
             )
         chosen.append({**entry, "abspath": path})
     return chosen
+
+
+def primary_structure_set(manifest: dict) -> str | None:
+    """SOP Instance UID of the course's structure set: the one its plans reference most, else the first."""
+    structs = list(manifest.get("rtstruct_uids") or [])
+    if not structs:
+        return None
+    votes = {uid: 0 for uid in structs}
+    for entry in manifest["files"]:
+        if entry["kind"] == "RTPLAN":
+            for uid in entry.get("info", {}).get("ref_struct_uids", []):
+                if uid in votes:
+                    votes[uid] += 1
+    return max(structs, key=lambda uid: (votes[uid], -structs.index(uid)))

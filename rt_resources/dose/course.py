@@ -1,0 +1,58 @@
+"""A course's total dose, from the RTDOSE and RTPLAN files its manifest lists."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from rt_resources.dose.plan import PlanInfo, read_plan
+from rt_resources.dose.rtdose import DoseError, DoseGrid, read_rtdose
+from rt_resources.dose.total import TotalDose, total_dose
+from rt_resources.ingest.manifest import source_files
+
+DOSE_FILE = "dose.nii.gz"
+DOSE_INFO_FILE = "dose.json"
+
+
+def course_total_dose(manifest: dict) -> tuple[TotalDose, dict[str, PlanInfo], list[dict]]:
+    """``(total, plans by UID, input files)``; unreadable doses are listed, not raised."""
+    plan_files = source_files(manifest, "RTPLAN")
+    dose_files = source_files(manifest, "RTDOSE")
+    plans = {p.sop_instance_uid: p for p in (read_plan(f["abspath"]) for f in plan_files)}
+    doses: list[DoseGrid] = []
+    refused = []
+    for f in dose_files:
+        try:
+            doses.append(read_rtdose(f["abspath"]))
+        except DoseError as exc:
+            refused.append({"sop_instance_uid": f["sop_instance_uid"], "used": False, "why": str(exc)})
+    total = total_dose(doses, plans, manifest["frame_of_reference_uid"])
+    total.components += refused
+    if not doses and refused:
+        total.decision = "no usable RTDOSE: " + "; ".join(r["why"] for r in refused)
+    return total, plans, plan_files + dose_files
+
+
+def dose_info(total: TotalDose, plans: dict[str, PlanInfo]) -> dict:
+    """The sidecar ``dose.json``: prescription and how the total was made."""
+    return {
+        "unit": "Gy",
+        "decision": total.decision,
+        "prescription_gy": total.prescription_gy,
+        "plans_summed": [
+            {
+                "sop_instance_uid": uid,
+                "label": plans[uid].label if uid in plans else "",
+                "prescription_gy": plans[uid].prescription_gy if uid in plans else None,
+                "prescription_source": plans[uid].prescription_source if uid in plans else "",
+                "fractions": plans[uid].fractions if uid in plans else None,
+            }
+            for uid in total.plans_summed
+        ],
+        "components": total.components,
+        "notes": total.notes,
+    }
+
+
+def read_dose_info(course_dir: Path) -> dict:
+    return json.loads((Path(course_dir) / DOSE_INFO_FILE).read_text())
