@@ -37,6 +37,7 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
         f"UI / sensor runs (multiprocess):    {max(1, cores - 1)} step workers (cores - 1, $RT_WORKERS)",
         f"Segmentation (--seg-workers):       {args.seg_workers} at a time, device {args.totalseg_device}"
         " [segmentation stage not built yet: flag accepted, nothing segmented]",
+        "DVH:                                contour-based (manual ROIs) and mask-based (other mask sources)",
         "Radiomics:                          "
         + ("sequential" if args.sequential_radiomics else "parallel")
         + " [radiomics stage not built yet: flag accepted]",
@@ -94,7 +95,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     cohort = execute_cohort()
 
     print("\n=== Courses ===")
-    print(f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6}  outputs")
+    print(
+        f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6} {'DVH ROIs':>8}  outputs"
+    )
     by_key = {o.subject: o for o in outcomes}
     for c in survey.courses:
         o = by_key[c.key]
@@ -102,12 +105,13 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_ct = sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid)
         print(
             f"{c.key:<16} {status:<8} {n_ct:>4} {len(c.struct_uids):>8} {len(c.plan_uids):>6} "
-            f"{len(c.dose_uids):>6}  {out / 'courses' / c.key}"
+            f"{len(c.dose_uids):>6} {_dvh_rois(out / 'courses' / c.key):>8}  {out / 'courses' / c.key}"
         )
         if not o.success:
             print(f"{'':<16} {o.error}")
     print(f"cohort tables: {out / 'cohort'} ({'ok' if cohort.success else 'FAILED: ' + cohort.error})")
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
+    print(f"DVH metrics of all courses: {out / 'cohort' / 'dvh_metrics.parquet'}")
     print(f"runs and lineage in the UI: RT_DROP_ROOT={drop} RT_DATA_ROOT={out} DAGSTER_HOME={home} \\")
     print("    dagster dev -w workspace.yaml   (for the demo: make ui)")
     failed = [o for o in outcomes if not o.success] + ([] if cohort.success else [cohort])
@@ -115,6 +119,16 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("no course found in %s", drop)
         return 1
     return 1 if failed else 0
+
+
+def _dvh_rois(course_dir: Path) -> str:
+    """How many ROIs have a DVH, or why none ("no dose")."""
+    path = course_dir / "dvh_metrics.parquet"
+    if path.exists():
+        import pyarrow.parquet as pq
+
+        return str(pq.read_metadata(path).num_rows)
+    return "no dose" if not (course_dir / "dose.nii.gz").exists() else "-"
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ from rt_assets.assets import cohort, course
 from rt_assets.constants import COHORT_GROUP, COURSE_GROUP
 from rt_assets.executors import step_executor
 from rt_assets.jobs import cohort_job, course_job
+from rt_assets.sensors.cohort_automation import cohort_automation_sensor
 from rt_assets.sensors.dicom_drop_sensor import dicom_drop_sensor
 from rt_resources.resources import resources_from_env
 
@@ -21,7 +22,7 @@ def build_definitions(executor: ExecutorDefinition | None = None) -> Definitions
             *load_assets_from_package_module(cohort, group_name=COHORT_GROUP),
         ],
         jobs=[course_job, cohort_job],
-        sensors=[dicom_drop_sensor],
+        sensors=[dicom_drop_sensor, cohort_automation_sensor],
         resources=resources_from_env(),
         executor=executor or step_executor(),
     )

@@ -43,6 +43,9 @@ def test_run_processes_good_courses_beside_bad_files(drop, tmp_path):
     assert len(courses) == 3
     ok = [k for k in courses["course_key"] if (out / "courses" / k / "ct.nii.gz").exists()]
     assert len(ok) == 2
+    dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet")
+    assert set(dvh["course_key"]) == set(ok)
+    assert {"BODY", "PTV", "Lung_L", "Lung_R"} <= set(dvh["roi_name"])
     for key in ok:
         manifest = json.loads((out / "courses" / key / "manifest.json").read_text())
         assert manifest["course_key"] == key
@@ -123,4 +126,9 @@ def test_real_data(tmp_path):
     assert manifest["frame_of_reference_uid"]
     report = pd.read_parquet(out / "cohort" / "ingest_report.parquet")
     assert all("not a DICOM file" in r for r in report["reason"])  # licences, READMEs, NIfTI
+    # DVH: the dicompyler example has plan and dose (14 Gy); the others have none, said so
+    dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet")
+    assert set(dvh["patient_id"]) == {"123456"}
+    assert len(dvh) == 9 and (dvh["rx_gy"] == 14.0).all()  # every ROI with contours (Areola has none)
+    assert "no dose" in proc.stdout
     assert any(Path(p).name == "phantom.nii.gz" for p in report["path"])

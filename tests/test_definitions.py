@@ -36,6 +36,7 @@ def test_jobs_sensor_executor():
     assert defs.resolve_job_def("cohort_job")
     sensor = defs.resolve_sensor_def("dicom_drop_sensor")
     assert {j.name for j in sensor.jobs} == {"course_job", "cohort_job"}
+    assert defs.resolve_sensor_def("cohort_automation_sensor")
 
 
 def test_default_workers_is_cores_minus_one(monkeypatch):

@@ -1,7 +1,8 @@
 """Headless end to end: `dagster dev` (webserver + daemon) on a temporary DAGSTER_HOME.
 
 Two synthetic courses are dropped; the daemon's sensor must add both partitions and
-their runs must materialize them, as seen over the webserver's GraphQL API.
+their runs must materialize them (through the DVH), as seen over the webserver's GraphQL
+API; then declarative automation must build the cohort DVH table.
 """
 
 import json
@@ -113,7 +114,7 @@ def test_daemon_materializes_dropped_courses(dagster_dev):
     deadline = time.time() + 420
     partitions: set[str] = set()
     while time.time() < deadline:
-        mats = graphql(port, MATERIALIZATIONS % "ct_image")["assetOrError"].get("assetMaterializations", [])
+        mats = graphql(port, MATERIALIZATIONS % "dvh")["assetOrError"].get("assetMaterializations", [])
         partitions = {m["partition"] for m in mats}
         if len(partitions) == 2:
             break
@@ -121,7 +122,8 @@ def test_daemon_materializes_dropped_courses(dagster_dev):
     assert len(partitions) == 2, log.read_text()[-8000:]
     assert {p.name for p in (data / "courses").iterdir()} == partitions
     for key in partitions:
-        assert (data / "courses" / key / "ct.nii.gz").exists()
+        for name in ("manifest.json", "ct.nii.gz", "dose.nii.gz", "dvh_metrics.parquet", "dvh_curves.parquet"):
+            assert (data / "courses" / key / name).exists(), name
 
     labels = {e["label"] for m in mats for e in m["metadataEntries"]}
     assert {"source_uids", "input_sha256", "tool_versions", "code_version"} <= labels
@@ -145,3 +147,12 @@ def test_daemon_materializes_dropped_courses(dagster_dev):
 
     report = pd.read_parquet(data / "cohort" / "ingest_report.parquet")
     assert list(report["path"]) == ["stray.txt"]
+
+    # declarative automation: the cohort DVH table appears once both course DVHs exist
+    cohort_dvh = data / "cohort" / "dvh_metrics.parquet"
+    while time.time() < deadline:
+        if cohort_dvh.exists() and pd.read_parquet(cohort_dvh)["course_key"].nunique() == 2:
+            break
+        time.sleep(3)
+    assert cohort_dvh.exists(), log.read_text()[-8000:]
+    assert set(pd.read_parquet(cohort_dvh)["course_key"]) == partitions

@@ -1,0 +1,114 @@
+"""Dose, masks and DVH assets on a real instance; the cohort DVH table follows automatically."""
+
+import dataclasses
+import json
+import shutil
+
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+from dagster import AssetKey, DagsterEventType, Definitions, evaluate_automation_conditions, materialize
+
+from rt_assets.assets.cohort.cohort_dvh_metrics import cohort_dvh_metrics
+from rt_assets.assets.course.course_manifest import course_manifest
+from rt_assets.assets.course.ct_image import ct_image
+from rt_assets.assets.course.dose_grid import dose_grid
+from rt_assets.assets.course.dvh import dvh
+from rt_assets.assets.course.structure_masks import structure_masks
+from rt_assets.partitions import course_partitions
+from rt_resources.ingest.survey import survey_drop
+from rt_resources.synthetic import write_patient
+from tests.conftest import SMALL
+
+COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
+CONTRACT = (
+    "course_key patient_id roi_name source volume_cc mean_gy min_gy max_gy d2_gy d50_gy d95_gy d98_gy d1cc_gy "
+    "d0_1cc_gy rx_gy v95pct_rx_pct v100pct_rx_pct"
+).split()
+
+
+def add(instance, drop, data_root):
+    keys = [c.key for c in survey_drop(drop, data_root).courses]
+    instance.add_dynamic_partitions(course_partitions.name, keys)
+    return keys
+
+
+def test_course_dvh_end_to_end(drop, data_root, resources, instance):
+    write_patient(drop, 0, dataclasses.replace(SMALL, boost=True))
+    (key,) = add(instance, drop, data_root)
+    assert materialize(COURSE, partition_key=key, instance=instance, resources=resources).success
+    course_dir = data_root / "courses" / key
+
+    info = json.loads((course_dir / "dose.json").read_text())
+    assert info["prescription_gy"] == pytest.approx(70.0) and "2 plans" in info["decision"]
+    mat = instance.fetch_materializations(AssetKey("dose_grid"), limit=1).records[0].asset_materialization
+    assert "2 plans" in mat.metadata["decision"].value
+    dose = sitk.ReadImage(str(course_dir / "dose.nii.gz"))
+    assert sitk.GetArrayViewFromImage(dose).max() == pytest.approx(70.0, abs=0.05)
+
+    rois = json.loads((course_dir / "masks" / "manual" / "rois.json").read_text())
+    assert {r["roi_name"] for r in rois} >= {"BODY", "PTV", "PTV_boost", "Lung_L", "Lung_R"}
+    assert all((course_dir / "masks" / "manual" / r["file"]).exists() for r in rois if r["file"])
+
+    metrics = pd.read_parquet(course_dir / "dvh_metrics.parquet")
+    assert set(CONTRACT) <= set(metrics.columns)
+    assert {"v1gy_pct", "v60gy_pct"} <= set(metrics.columns)  # whole Gy up to the max dose
+    assert (metrics["source"] == "manual").all() and (metrics["patient_id"] == "SYNTH000").all()
+    body = metrics.set_index("roi_name").loc["BODY"]
+    assert body["max_gy"] == pytest.approx(70.0, abs=0.1)
+    curves = pd.read_parquet(course_dir / "dvh_curves.parquet")
+    assert {"course_key", "roi_name", "source", "dose_gy", "volume_cc", "volume_pct"} <= set(curves.columns)
+    first = curves[curves.roi_name == "PTV"].iloc[0]
+    assert first["dose_gy"] == 0 and first["volume_pct"] == pytest.approx(100.0)
+
+
+def test_masks_of_other_sources_get_dvhs_by_the_same_code(drop, data_root, resources, instance):
+    write_patient(drop, 0, SMALL)
+    (key,) = add(instance, drop, data_root)
+    assert materialize(COURSE, partition_key=key, instance=instance, resources=resources).success
+    masks = data_root / "courses" / key / "masks"
+    (masks / "totalseg").mkdir()
+    shutil.copy(masks / "manual" / "Lung_L.nii.gz", masks / "totalseg" / "lung_left.nii.gz")
+    assert materialize([dvh], partition_key=key, instance=instance, resources=resources).success
+    m = pd.read_parquet(data_root / "courses" / key / "dvh_metrics.parquet").set_index(["source", "roi_name"])
+    auto, manual = m.loc[("totalseg", "lung_left")], m.loc[("manual", "Lung_L")]
+    assert auto["method"] == "mask" and manual["method"] == "contour"
+    assert auto["mean_gy"] == pytest.approx(manual["mean_gy"], abs=0.1)
+    assert auto["volume_cc"] == pytest.approx(manual["volume_cc"], rel=0.1)
+
+
+def test_course_without_dose_skips_dvh_and_says_why(drop, data_root, resources, instance):
+    write_patient(drop, 0, SMALL)
+    for f in drop.rglob("RT*_primary.dcm"):
+        f.unlink()
+    (key,) = add(instance, drop, data_root)
+    result = materialize(COURSE, partition_key=key, instance=instance, resources=resources)
+    assert result.success
+    skipped = [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_SKIPPED]
+    assert skipped == ["dvh"]
+    (obs,) = instance.fetch_observations(AssetKey("dose_grid"), limit=1).records
+    assert "no usable RTDOSE" in obs.asset_observation.metadata["skipped"].value
+    assert (data_root / "courses" / key / "masks" / "manual" / "BODY.nii.gz").exists()
+    assert not (data_root / "courses" / key / "dose.nii.gz").exists()
+
+
+def test_cohort_dvh_follows_course_dvhs(drop, data_root, resources, instance):
+    write_patient(drop, 0, SMALL)
+    write_patient(drop, 1, SMALL)
+    keys = add(instance, drop, data_root)
+    assets = Definitions(assets=[*COURSE, cohort_dvh_metrics], resources=resources)
+    first = evaluate_automation_conditions(defs=assets, instance=instance)
+    materialize(COURSE, partition_key=keys[0], instance=instance, resources=resources)
+    after_one = evaluate_automation_conditions(defs=assets, instance=instance, cursor=first.cursor)
+    assert AssetKey("cohort_dvh_metrics") in {r.key for r in after_one.results if r.true_subset.size}
+    assert materialize([cohort_dvh_metrics], instance=instance, resources=resources).success
+    table = pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")
+    assert set(table["course_key"]) == {keys[0]}
+
+    quiet = evaluate_automation_conditions(defs=assets, instance=instance, cursor=after_one.cursor)
+    assert AssetKey("cohort_dvh_metrics") not in {r.key for r in quiet.results if r.true_subset.size}
+    materialize(COURSE, partition_key=keys[1], instance=instance, resources=resources)
+    again = evaluate_automation_conditions(defs=assets, instance=instance, cursor=quiet.cursor)
+    assert AssetKey("cohort_dvh_metrics") in {r.key for r in again.results if r.true_subset.size}
+    assert materialize([cohort_dvh_metrics], instance=instance, resources=resources).success
+    assert set(pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")["course_key"]) == set(keys)
