@@ -112,3 +112,22 @@ def test_cohort_dvh_follows_course_dvhs(drop, data_root, resources, instance):
     assert AssetKey("cohort_dvh_metrics") in {r.key for r in again.results if r.true_subset.size}
     assert materialize([cohort_dvh_metrics], instance=instance, resources=resources).success
     assert set(pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")["course_key"]) == set(keys)
+
+
+def test_roi_names_are_sanitized_for_files_and_exact_in_tables(drop, data_root, resources, instance):
+    import pydicom
+
+    write_patient(drop, 0, SMALL)
+    path = next(drop.rglob("RTSTRUCT.dcm"))
+    ds = pydicom.dcmread(path)
+    ptv = next(r for r in ds.StructureSetROISequence if r.ROIName == "PTV")
+    ptv.ROIName = "../PTV 60/70 (eval)"
+    ds.save_as(path, enforce_file_format=True)
+    (key,) = add(instance, drop, data_root)
+    assert materialize(COURSE, partition_key=key, instance=instance, resources=resources).success
+    manual = data_root / "courses" / key / "masks" / "manual"
+    record = next(r for r in json.loads((manual / "rois.json").read_text()) if r["roi_name"] == "../PTV 60/70 (eval)")
+    assert record["file"] == "PTV_60_70_eval.nii.gz" and (manual / record["file"]).exists()
+    assert {p.parent for p in data_root.rglob("*.nii.gz")} <= {manual, data_root / "courses" / key}
+    metrics = pd.read_parquet(data_root / "courses" / key / "dvh_metrics.parquet")
+    assert "../PTV 60/70 (eval)" in set(metrics["roi_name"])

@@ -16,6 +16,7 @@ Tolerances (and why):
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import SimpleITK as sitk
 
@@ -120,3 +121,30 @@ def test_every_roi_against_dicompyler_core():
                 assert ours[key] == pytest.approx(ref[key], abs=max(0.1, 0.01 * ref[key])), (roi.name, key)
         compared += 1
     assert compared == 9  # every ROI with contours (Areola has none)
+
+
+def _uniform_dose_image(gy=10.0):
+    image = sitk.GetImageFromArray(np.full((40, 40, 40), gy))
+    image.SetOrigin((-50.0, -50.0, -20.0))
+    image.SetSpacing((2.5, 2.5, 2.5))
+    return image
+
+
+def test_uneven_plane_spacing_keeps_the_volume():
+    """PITFALL: planes snapped to uneven z made dicompyler-core use the smallest gap as the slab
+    thickness (volumes 2.5-44 % low). Here each plane's slab is the mean of its neighbour gaps."""
+    square = np.array([[-10, -10], [10, -10], [10, 10], [-10, 10]], float)
+    zs = [0.0, 2.0, 5.0, 7.0, 10.0]  # gaps 2, 3, 2, 3
+    contours = [np.column_stack([square, np.full(4, z)]) for z in zs]
+    dvh = contour_dvh(contours, DoseSampler(_uniform_dose_image()), 2.5)
+    # slabs: 2.25 + 2.5 + 2.5 + 2.5 + 2.75 = 12.5 mm = extent (10) + one median gap (2.5)
+    assert dvh.volume_cc == pytest.approx(400 * 12.5 / 1000, rel=1e-3)
+    assert dvh.mean_gy == pytest.approx(10.0)
+
+
+def test_disjoint_parts_do_not_bridge_the_gap():
+    square = np.array([[-10, -10], [10, -10], [10, 10], [-10, 10]], float)
+    zs = [0.0, 2.0, 4.0, 20.0, 22.0, 24.0]  # two parts, 16 mm apart
+    contours = [np.column_stack([square, np.full(4, z)]) for z in zs]
+    dvh = contour_dvh(contours, DoseSampler(_uniform_dose_image()), 2.0)
+    assert dvh.volume_cc == pytest.approx(6 * 400 * 2.0 / 1000, rel=1e-3)
