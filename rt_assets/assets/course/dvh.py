@@ -32,7 +32,9 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResul
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
     info = read_dose_info(course_dir)
     rx = info["prescription_gy"]
-    ct = sitk.ReadImage(str(course_dir / "ct.nii.gz"))
+    ct = sitk.ImageFileReader()  # the header is enough: the CT slice spacing
+    ct.SetFileName(str(course_dir / "ct.nii.gz"))
+    ct.ReadImageInformation()
     metrics, curves, notes = course_dvh(
         course_key=context.partition_key,
         patient_id=manifest["patient_id"],
