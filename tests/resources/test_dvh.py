@@ -1,10 +1,11 @@
 """DVH accuracy: closed-form cases, mask vs contour, and dicompyler-core on real data.
 
 Tolerances (and why):
-* analytic, contour-based: volume within 0.5 % (in-plane sampling step <= sqrt(area/10000));
-  mean within 0.01 Gy; D_x within 0.1 Gy and V_D within 1 percentage point (the gradient
-  is 0.2 Gy/mm and samples sit in columns at most 0.83 mm apart, so a DVH read at one dose
-  can be off by one sample column: 0.17 Gy at most, less than 1 % of a narrow ROI's width);
+* analytic, contour-based: volume within 0.2 % (about 10,000 samples in the largest plane);
+  mean within 0.01 Gy; D_x within 0.03 Gy and V_D within 0.2 percentage points (the gradient
+  is 0.2 Gy/mm; a fixed sample grid would leave a staircase of one sample column, up to
+  0.4 Gy, but the grid is shifted differently on every plane; measured worst: 0.012 Gy and
+  0.05 points);
 * uniform dose: every dose metric exact to 1e-6 Gy;
 * mask vs contour of the same ROI on the 2 mm CT grid: mean within 0.05 Gy; volume within
   2 % for ROIs above 10 cc and 10 % below (boundary voxels decide a larger share);
@@ -49,13 +50,13 @@ def gradient(request, tmp_path_factory):
 def test_gradient_closed_form(gradient, name):
     course, _, _, dvhs = gradient
     got, want = dvhs[name], course.expected[name]
-    assert got.volume_cc == pytest.approx(want.volume_cc, rel=0.005)
+    assert got.volume_cc == pytest.approx(want.volume_cc, rel=0.002)
     assert got.mean_gy == pytest.approx(want.mean_gy, abs=0.01)
     assert got.min_gy == pytest.approx(want.min_gy, abs=0.2) and got.max_gy == pytest.approx(want.max_gy, abs=0.2)
     for pct in (2, 50, 95, 98):
-        assert got.d_pct(pct) == pytest.approx(float(want.d_at_volume_pct(pct)), abs=0.1), pct
+        assert got.d_pct(pct) == pytest.approx(float(want.d_at_volume_pct(pct)), abs=0.03), pct
     for dose in (20.0, 30.0, 35.0, 40.0, 53.0):
-        assert got.v_pct(dose) == pytest.approx(float(want.v_at_dose_gy(dose)), abs=1.0), dose
+        assert got.v_pct(dose) == pytest.approx(float(want.v_at_dose_gy(dose)), abs=0.2), dose
 
 
 def test_uniform_dose_is_exact(tmp_path):
@@ -67,7 +68,7 @@ def test_uniform_dose_is_exact(tmp_path):
             assert row[key] == pytest.approx(50.0, abs=1e-6), (name, key)
         assert row["v50gy_pct"] == pytest.approx(100.0) and "v51gy_pct" not in row
         assert row["v100pct_rx_pct"] == 0.0 and row["v95pct_rx_pct"] == 0.0  # 50 Gy < 57 Gy
-        assert row["volume_cc"] == pytest.approx(course.expected[name].volume_cc, rel=0.005)
+        assert row["volume_cc"] == pytest.approx(course.expected[name].volume_cc, rel=0.002)
 
 
 def test_absolute_volume_metrics_and_small_rois():
