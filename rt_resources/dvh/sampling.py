@@ -9,8 +9,8 @@ polygons are sampled on a regular grid of step ``h`` (cell centres; several cont
 plane combine by XOR) sized for MIN_SAMPLES_PER_PLANE (10,000) samples in the ROI's largest
 plane, never coarser than a dose pixel or MAX_STEP_MM (2 mm) and never finer than 0.05 mm:
 small structures are sampled finely and keep their volume, large ones cost no more than
-needed. The grid is shifted by a different fraction of a step on every plane. Dose at each sample is interpolated trilinearly in the
-dose grid; 0 Gy beyond half a voxel outside it.
+needed. The grid is shifted by a different fraction of a step on every plane. Dose at each
+sample is interpolated trilinearly in the dose grid; 0 Gy beyond half a voxel outside it.
 
 Mask-based: every voxel of the mask, weighted by the voxel volume, with the dose
 interpolated trilinearly at the voxel centre (the dose resampled onto the mask grid).

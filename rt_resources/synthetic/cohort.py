@@ -45,7 +45,7 @@ def course_context(
     ``course_context(out, i, opts, n).phantom.hu(x, y, z)``.
     """
     uid = UidFactory(options.seed, index)
-    phantom = make_phantom(options, course_number)
+    phantom = make_phantom(options, course_number, index)
     return CourseContext(
         options=options,
         uid=uid,

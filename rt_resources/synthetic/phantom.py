@@ -143,15 +143,17 @@ class Phantom:
         return np.where(self.body.contains(x, y, z), dose, 0.0)
 
 
-def make_phantom(options: SynthOptions, course_number: int = 1) -> Phantom:
+def make_phantom(options: SynthOptions, course_number: int = 1, patient_index: int = 0) -> Phantom:
     """The phantom of ``course_number`` (1 or 2) for these options.
 
     Sizes scale with the field width ``W = rows * pixel_mm`` and the scan length
     ``L = slices * slice_mm``.  Course 2 uses a new frame of reference in which the
     patient (and the image grid, centred on it) is shifted by
-    ``SECOND_COURSE_SHIFT_MM``.
+    ``SECOND_COURSE_SHIFT_MM``. Patients other than index 0 vary deterministically (body
+    width up to +-8 %, target position and size), so cohort tables are not all alike.
     """
-    w = options.rows * options.pixel_mm
+    frac = lambda k: (patient_index * k) % 1.0 - 0.5  # noqa: E731 -- in [-0.5, 0.5), 0 for index 0
+    w = options.rows * options.pixel_mm * (1.0 + 0.16 * frac(0.7548776662))
     length = options.slices * options.slice_mm
     shift = SECOND_COURSE_SHIFT_MM if course_number > 1 else (0.0, 0.0, 0.0)
     cx, cy, cz = shift
@@ -160,7 +162,8 @@ def make_phantom(options: SynthOptions, course_number: int = 1) -> Phantom:
     def at(dx: float, dy: float, dz: float = 0.0) -> tuple[float, float, float]:
         return (cx + dx, cy + dy, cz + dz)
 
-    ptv_r = min(25.0, 0.4 * length, 0.15 * w)
+    ptv_r = min(25.0, 0.4 * length, 0.15 * w) * (1.0 + 0.3 * frac(0.5698402910))
+    ptv_x = (-0.08 + 0.06 * frac(0.6180339887)) * w  # towards the left or right lung
     return Phantom(
         centre=(cx, cy, cz),
         body=Ellipsoid(at(0, 0), (0.40 * w, 0.28 * w, inf)),
@@ -169,8 +172,8 @@ def make_phantom(options: SynthOptions, course_number: int = 1) -> Phantom:
         heart=Ellipsoid(at(0.0, -0.10 * w), (0.05 * w, 0.06 * w, 0.20 * length)),
         spine=Ellipsoid(at(0.0, 0.15 * w), (0.05 * w, 0.05 * w, inf)),
         cord=Ellipsoid(at(0.0, 0.225 * w), (0.02 * w, 0.02 * w, inf)),
-        ptv=Ellipsoid(at(-0.08 * w, -0.04 * w), (ptv_r, ptv_r, ptv_r)),
-        boost=Ellipsoid(at(-0.08 * w, -0.04 * w), (0.6 * ptv_r, 0.6 * ptv_r, 0.6 * ptv_r)),
+        ptv=Ellipsoid(at(ptv_x, -0.04 * w), (ptv_r, ptv_r, ptv_r)),
+        boost=Ellipsoid(at(ptv_x, -0.04 * w), (0.6 * ptv_r, 0.6 * ptv_r, 0.6 * ptv_r)),
     )
 
 

@@ -263,7 +263,7 @@ def test_beam_doses_boost_and_second_course(full: SynthPatient) -> None:
         assert "PTV_boost" in course.roi_names
         assert sorted(course.prescription_gy.values()) == [BOOST_RX_GY, PRIMARY_RX_GY]
         primary_uid, boost_uid = course.plan_uids
-        phantom = make_phantom(FULL, course.course_number)
+        phantom = make_phantom(FULL, course.course_number, 3)  # the fixture writes patient index 3
         beams = [pydicom.dcmread(p) for p in _files(course, "RTDOSE") if "beam" in p.name]
         assert len(beams) == 4
         total = 0.0
@@ -333,3 +333,13 @@ def test_cohort_and_cli_arguments(tmp_path: Path) -> None:
     assert [p.folder.name for p in patients] == ["patient_000", "patient_001"]
     assert [p.patient_id for p in patients] == ["SYNTH000", "SYNTH001"]
     assert len({p.courses[0].study_uid for p in patients}) == 2
+
+
+def test_patients_differ_but_patient_zero_is_the_reference(tmp_path):
+    from rt_resources.synthetic import make_phantom
+
+    reference = make_phantom(SMALL, 1, 0)
+    assert make_phantom(SMALL, 1) == reference
+    others = [make_phantom(SMALL, 1, i) for i in range(1, 4)]
+    assert len({p.ptv.centre for p in others} | {reference.ptv.centre}) == 4
+    assert len({p.body.semi_axes for p in others}) == 3
