@@ -28,6 +28,8 @@ def _setup_logging(verbose: bool) -> None:
 
 
 def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
+    from rt_resources.segmentation.totalseg import default_seg_workers, default_threads
+
     cores = os.cpu_count() or 1
     lines = [
         "=== Parallelization Configuration ===",
@@ -35,8 +37,9 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
         f"Course runs at once (--workers):    {workers}" + ("  (default: cores - 1)" if args.workers is None else ""),
         "Steps within a CLI run:             in process (one process per course run)",
         f"UI / sensor runs (multiprocess):    {max(1, cores - 1)} step workers (cores - 1, $RT_WORKERS)",
-        f"Segmentation (--seg-workers):       {args.seg_workers} at a time, device {args.totalseg_device}"
-        " [segmentation stage not built yet: flag accepted, nothing segmented]",
+        f"Segmentation (--seg-workers):       {args.seg_workers or default_seg_workers(args.totalseg_device)} at a "
+        f"time, device {args.totalseg_device}, {default_threads()} resampling threads"
+        " (runs tagged rt/gpu: one GPU run at a time)",
         "DVH:                                contour-based (manual ROIs) and mask-based (other mask sources)",
         "Radiomics:                          "
         + ("sequential" if args.sequential_radiomics else "parallel")
@@ -73,6 +76,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     os.environ["RT_DATA_ROOT"] = str(out)
     os.environ.setdefault("RT_WORKERS", str(workers))
     os.environ["RT_CLI_LOG_LEVEL"] = "DEBUG" if args.verbose else "WARNING"
+    _segmentation_env(args)
 
     from rt_assets.headless import ensure_dagster_home, execute_cohort, run_courses
     from rt_resources.ingest.survey import survey_drop
@@ -92,23 +96,25 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.warning("not used: %s: %s", r.path, r.reason)
 
     outcomes = run_courses([(c.key, c.fingerprint) for c in survey.courses], workers)
+    seg_outcomes = _segment(args, [(c.key, c.fingerprint) for c in survey.courses], outcomes, workers)
+    outcomes += seg_outcomes
     cohort = execute_cohort()
 
     print("\n=== Courses ===")
     print(
         f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6} {'DVH ROIs':>8}  outputs"
     )
-    by_key = {o.subject: o for o in outcomes}
     for c in survey.courses:
-        o = by_key[c.key]
-        status = "ok" if o.success else "FAILED"
+        failed = [o for o in outcomes if o.subject == c.key and not o.success]
+        o = failed[0] if failed else None
+        status = "ok" if o is None else "FAILED"
         n_ct = sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid)
         print(
             f"{c.key:<16} {status:<8} {n_ct:>4} {len(c.struct_uids):>8} {len(c.plan_uids):>6} "
             f"{len(c.dose_uids):>6} {_dvh_rois(out / 'courses' / c.key):>8}  {out / 'courses' / c.key}"
         )
-        if not o.success:
-            print(f"{'':<16} {o.error}")
+        if o is not None:
+            print(f"{'':<16} {o.job}: {o.error}")
     print(f"cohort tables: {out / 'cohort'} ({'ok' if cohort.success else 'FAILED: ' + cohort.error})")
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
     print(f"DVH metrics of all courses: {out / 'cohort' / 'dvh_metrics.parquet'}")
@@ -119,6 +125,54 @@ def cmd_run(args: argparse.Namespace) -> int:
         log.error("no course found in %s", drop)
         return 1
     return 1 if failed else 0
+
+
+def _segmentation_env(args: argparse.Namespace) -> None:
+    """Hand the segmentation flags to the asset graph's resources (read from the environment)."""
+    os.environ["RT_TOTALSEG_DEVICE"] = args.totalseg_device
+    if args.totalseg_fast:
+        os.environ["RT_TOTALSEG_FAST"] = "1"
+    if args.totalseg_roi_subset:
+        os.environ["RT_TOTALSEG_ROI_SUBSET"] = ",".join(args.totalseg_roi_subset)
+    if args.totalseg_license:
+        os.environ["RT_TOTALSEG_LICENSE"] = args.totalseg_license
+    if args.extra_seg_models:
+        os.environ["RT_MODELS_DIR"] = str(Path(args.extra_seg_models).resolve())
+    if args.custom_structures:
+        os.environ["RT_CUSTOM_STRUCTURES"] = str(Path(args.custom_structures).resolve())
+    if args.crop_region:
+        os.environ["RT_CROP_REGIONS"] = ",".join(args.crop_region)
+
+
+def _segment(args, courses: list[tuple[str, str]], course_outcomes, workers: int) -> list:
+    """Segmentation runs (tagged rt/gpu, ``--seg-workers`` at a time), then the derived runs."""
+    from rt_assets.constants import DERIVED_JOB, SEGMENTATION_JOB
+    from rt_assets.headless import run_courses
+    from rt_resources.resources import resources_from_env
+    from rt_resources.segmentation.nnunet_models import discover_models
+    from rt_resources.segmentation.totalseg import WeightsMissing, check_ready, default_seg_workers
+
+    ok = [(k, fp) for k, fp in courses if all(o.success for o in course_outcomes if o.subject == k)]
+    settings = resources_from_env()["totalsegmentator"].settings()
+    seg_workers = args.seg_workers or default_seg_workers(settings.device)
+    models = discover_models(Path(os.environ["RT_MODELS_DIR"])) if os.environ.get("RT_MODELS_DIR") else []
+    try:
+        check_ready(settings)
+        have_weights = True
+    except WeightsMissing as exc:
+        have_weights = False
+        log.warning("segmentation skipped: %s", exc)
+    outcomes = []
+    if (have_weights or models) and ok:
+        log.info(
+            "segmentation: device %s, %d at a time (--seg-workers), %d threads; custom models: %s",
+            settings.device, seg_workers, settings.threads, ", ".join(m.name for m in models) or "none",
+        )  # fmt: skip
+        outcomes = run_courses(ok, seg_workers, SEGMENTATION_JOB)
+    if outcomes or args.custom_structures:
+        segmented = {o.subject for o in outcomes if o.success} if outcomes else {k for k, _ in ok}
+        outcomes += run_courses([(k, fp) for k, fp in ok if k in segmented], workers, DERIVED_JOB)
+    return outcomes
 
 
 def _dvh_rois(course_dir: Path) -> str:
@@ -189,8 +243,15 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--dicom-root", required=True, help="drop folder with DICOM-RT exports (read only)")
     run.add_argument("--outdir", required=True, help="data root for courses/ and cohort/")
     run.add_argument("--workers", type=int, default=None, help="course runs at once (default: CPU cores - 1)")
-    run.add_argument("--seg-workers", type=int, default=1, help="segmentations at once (GPU: 1)")
+    run.add_argument("--seg-workers", type=int, default=None,
+                     help="segmentations at once (default: 1 on the GPU; cores // 4, 1 to 2, on the CPU)")  # fmt: skip
     run.add_argument("--totalseg-device", choices=["gpu", "cpu"], default="gpu", help="TotalSegmentator device")
+    run.add_argument("--totalseg-fast", action="store_true", help="TotalSegmentator's fast (3 mm) models")
+    run.add_argument("--totalseg-roi-subset", nargs="+", metavar="CLASS", help="only these TotalSegmentator classes")
+    run.add_argument("--totalseg-license", default="", help="TotalSegmentator license key (licensed tasks)")
+    run.add_argument("--extra-seg-models", metavar="DIR", help="folder of custom nnU-Net models (model.yaml each)")
+    run.add_argument("--custom-structures", metavar="YAML", help="boolean structure combinations with margins")
+    run.add_argument("--crop-region", action="append", help="crop to this region (pelvis, thorax, ...); repeatable")
     run.add_argument("--sequential-radiomics", action="store_true", help="radiomics one ROI at a time")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)

@@ -2,9 +2,13 @@
 
 COURSE_GROUP = "course"  #: per-course assets, partitioned by course key
 COHORT_GROUP = "cohort"  #: cohort tables over all courses
+SEGMENTATION_GROUP = "segmentation"  #: GPU stage: TotalSegmentator and custom nnU-Net models
+DERIVED_GROUP = "derived"  #: CPU work on segmentation results: crops, custom structures
 
 COURSE_JOB = "course_job"
 COHORT_JOB = "cohort_job"
+SEGMENTATION_JOB = "segmentation_job"
+DERIVED_JOB = "derived_job"
 
 TAG_COURSE = "rt/course"  #: the course key (a pseudonym; never a patient ID)
 TAG_FINGERPRINT = "rt/fingerprint"  #: content fingerprint of the course when the run was requested

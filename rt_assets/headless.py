@@ -19,7 +19,16 @@ from pathlib import Path
 
 from dagster import DagsterInstance, JobDefinition, execute_job, in_process_executor, reconstructable
 
-from rt_assets.constants import COHORT_JOB, COURSE_JOB, TAG_COURSE, TAG_FINGERPRINT, TAG_LAUNCHED_BY
+from rt_assets.constants import (
+    COHORT_JOB,
+    COURSE_JOB,
+    DERIVED_JOB,
+    SEGMENTATION_JOB,
+    TAG_COURSE,
+    TAG_FINGERPRINT,
+    TAG_GPU,
+    TAG_LAUNCHED_BY,
+)
 
 log = logging.getLogger("rtpipeline")
 
@@ -36,8 +45,24 @@ def course_job_in_process() -> JobDefinition:
     return _in_process_definitions().resolve_job_def(COURSE_JOB)
 
 
+def segmentation_job_in_process() -> JobDefinition:
+    return _in_process_definitions().resolve_job_def(SEGMENTATION_JOB)
+
+
+def derived_job_in_process() -> JobDefinition:
+    return _in_process_definitions().resolve_job_def(DERIVED_JOB)
+
+
 def cohort_job_in_process() -> JobDefinition:
     return _in_process_definitions().resolve_job_def(COHORT_JOB)
+
+
+#: per-course jobs the CLI runs, in order; module-level functions so they are reconstructable
+COURSE_PHASES = {
+    COURSE_JOB: course_job_in_process,
+    SEGMENTATION_JOB: segmentation_job_in_process,
+    DERIVED_JOB: derived_job_in_process,
+}
 
 
 @dataclass
@@ -46,6 +71,7 @@ class RunOutcome:
     success: bool
     run_id: str
     error: str = ""
+    job: str = ""
 
 
 def ensure_dagster_home(default: Path) -> Path:
@@ -78,21 +104,25 @@ def _run_config() -> dict:
     return {"loggers": {"console": {"config": {"log_level": os.environ.get("RT_CLI_LOG_LEVEL", "WARNING")}}}}
 
 
-def execute_course(course_key: str, fingerprint: str) -> RunOutcome:
-    """One run of course_job for ``course_key`` (safe to call in a worker process)."""
+def execute_course(course_key: str, fingerprint: str, job_name: str = COURSE_JOB) -> RunOutcome:
+    """One run of a per-course job for ``course_key`` (safe to call in a worker process)."""
     instance = DagsterInstance.get()
+    tags = {
+        "dagster/partition": course_key,
+        TAG_COURSE: course_key,
+        TAG_FINGERPRINT: fingerprint[:16],
+        TAG_LAUNCHED_BY: "cli",
+    }
+    if job_name == SEGMENTATION_JOB:
+        tags[TAG_GPU] = "true"
     result = execute_job(
-        reconstructable(course_job_in_process),
+        reconstructable(COURSE_PHASES[job_name]),
         instance=instance,
         run_config=_run_config(),
-        tags={
-            "dagster/partition": course_key,
-            TAG_COURSE: course_key,
-            TAG_FINGERPRINT: fingerprint[:16],
-            TAG_LAUNCHED_BY: "cli",
-        },
+        tags=tags,
     )
-    return RunOutcome(course_key, result.success, result.run_id, "" if result.success else _first_error(result))
+    error = "" if result.success else _first_error(result)
+    return RunOutcome(course_key, result.success, result.run_id, error, job_name)
 
 
 def execute_cohort() -> RunOutcome:
@@ -106,8 +136,9 @@ def execute_cohort() -> RunOutcome:
     return RunOutcome("cohort", result.success, result.run_id, "" if result.success else _first_error(result))
 
 
-def run_courses(courses: list[tuple[str, str]], workers: int) -> list[RunOutcome]:
-    """Run ``(course_key, fingerprint)`` pairs, ``workers`` at a time; never raises for one course."""
+def run_courses(courses: list[tuple[str, str]], workers: int, job_name: str = COURSE_JOB) -> list[RunOutcome]:
+    """Run a per-course job for ``(course_key, fingerprint)`` pairs, ``workers`` at a time;
+    never raises for one course."""
     from rt_assets.partitions import course_partitions
 
     instance = DagsterInstance.get()
@@ -118,17 +149,17 @@ def run_courses(courses: list[tuple[str, str]], workers: int) -> list[RunOutcome
     outcomes: list[RunOutcome] = []
     if workers <= 1 or len(courses) <= 1:
         for key, fp in courses:
-            outcomes.append(_guarded(execute_course, key, fp))
+            outcomes.append(_guarded(execute_course, key, fp, job_name))
             _log_outcome(outcomes[-1])
         return outcomes
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=min(workers, len(courses)), mp_context=ctx) as pool:
-        futures = {pool.submit(execute_course, key, fp): key for key, fp in courses}
+        futures = {pool.submit(execute_course, key, fp, job_name): key for key, fp in courses}
         for future in as_completed(futures):
             try:
                 outcome = future.result()
             except Exception as exc:  # the worker died: report, keep going
-                outcome = RunOutcome(futures[future], False, "", f"worker crashed: {exc}")
+                outcome = RunOutcome(futures[future], False, "", f"worker crashed: {exc}", job_name)
             outcomes.append(outcome)
             _log_outcome(outcome)
     return sorted(outcomes, key=lambda o: o.subject)
@@ -138,11 +169,11 @@ def _guarded(fn, *args) -> RunOutcome:
     try:
         return fn(*args)
     except Exception as exc:
-        return RunOutcome(str(args[0]), False, "", f"{type(exc).__name__}: {exc}")
+        return RunOutcome(str(args[0]), False, "", f"{type(exc).__name__}: {exc}", str(args[-1]))
 
 
 def _log_outcome(outcome: RunOutcome) -> None:
     if outcome.success:
-        log.info("%s: succeeded (run %s)", outcome.subject, outcome.run_id[:8])
+        log.info("%s %s: succeeded (run %s)", outcome.subject, outcome.job, outcome.run_id[:8])
     else:
-        log.error("%s: FAILED (run %s): %s", outcome.subject, outcome.run_id[:8], outcome.error)
+        log.error("%s %s: FAILED (run %s): %s", outcome.subject, outcome.job, outcome.run_id[:8], outcome.error)

@@ -2,7 +2,17 @@
 
 from dagster import AssetSelection, define_asset_job
 
-from rt_assets.constants import COHORT_GROUP, COHORT_JOB, COURSE_GROUP, COURSE_JOB
+from rt_assets.constants import (
+    COHORT_GROUP,
+    COHORT_JOB,
+    COURSE_GROUP,
+    COURSE_JOB,
+    DERIVED_GROUP,
+    DERIVED_JOB,
+    SEGMENTATION_GROUP,
+    SEGMENTATION_JOB,
+    TAG_GPU,
+)
 
 course_job = define_asset_job(
     COURSE_JOB,
@@ -14,4 +24,17 @@ cohort_job = define_asset_job(
     COHORT_JOB,
     selection=AssetSelection.groups(COHORT_GROUP),
     description="Cohort tables over all courses: courses.parquet and ingest_report.parquet.",
+)
+
+segmentation_job = define_asset_job(
+    SEGMENTATION_JOB,
+    selection=AssetSelection.groups(SEGMENTATION_GROUP),
+    tags={TAG_GPU: "true"},  # dagster.yaml: at most one such run at a time
+    description="GPU stage of one course: TotalSegmentator and custom nnU-Net models (one at a time).",
+)
+
+derived_job = define_asset_job(
+    DERIVED_JOB,
+    selection=AssetSelection.groups(DERIVED_GROUP) | AssetSelection.assets("dvh"),
+    description="After segmentation: anatomical crops, custom structures and the DVH with auto structures.",
 )

@@ -49,6 +49,47 @@ class DicomDrop(ConfigurableResource):
         return survey_drop(self.root, data_root.root)
 
 
+class TotalSegmentator(ConfigurableResource):
+    """TotalSegmentator's settings (the CLI's --totalseg-* flags); weights in ``TOTALSEG_HOME_DIR``."""
+
+    home: str = Field(default="", description="TOTALSEG_HOME_DIR (default ~/.totalsegmentator)")
+    task: str = "total"
+    fast: bool = False
+    roi_subset: list[str] = Field(default_factory=list)
+    device: str = Field(default="gpu", description="gpu | cpu")
+    force_split: bool = False
+    threads: int = Field(default=0, description="resampling/saving threads; 0 = max(2, min(8, cores // 2))")
+    license_key: str = ""
+
+    def settings(self):
+        from rt_resources.segmentation.totalseg import TotalSegSettings, default_threads
+
+        home = Path(self.home) if self.home else Path.home() / ".totalsegmentator"
+        return TotalSegSettings(
+            home=home,
+            task=self.task,
+            fast=self.fast,
+            roi_subset=tuple(self.roi_subset),
+            device=self.device,
+            force_split=self.force_split,
+            threads=self.threads or default_threads(),
+            license_key=self.license_key,
+        )
+
+
+class SegmentationConfig(ConfigurableResource):
+    """Where custom nnU-Net models, custom-structure rules and crop regions come from."""
+
+    models_dir: str = Field(default="", description="folder of custom nnU-Net model folders (model.yaml each)")
+    custom_structures: str = Field(default="", description="YAML file of boolean structure combinations")
+    crop_regions: list[str] = Field(default_factory=list, description="regions to crop to, e.g. [thorax]")
+    device: str = Field(default="gpu", description="device of custom nnU-Net models: gpu | cpu")
+
+
+def _env_list(name: str) -> list[str]:
+    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+
+
 def resources_from_env() -> dict:
     """Resources for a local deployment, configured from environment variables."""
     return {
@@ -56,5 +97,19 @@ def resources_from_env() -> dict:
         "dicom_drop": DicomDrop(
             path=os.environ.get("RT_DROP_ROOT", ""),
             quiet_period_s=float(os.environ.get("RT_QUIET_PERIOD_S", DEFAULT_QUIET_PERIOD_S)),
+        ),
+        "totalsegmentator": TotalSegmentator(
+            home=os.environ.get("TOTALSEG_HOME_DIR", ""),
+            task=os.environ.get("RT_TOTALSEG_TASK", "total"),
+            fast=os.environ.get("RT_TOTALSEG_FAST", "") in ("1", "true", "yes"),
+            roi_subset=_env_list("RT_TOTALSEG_ROI_SUBSET"),
+            device=os.environ.get("RT_TOTALSEG_DEVICE", "gpu"),
+            license_key=os.environ.get("RT_TOTALSEG_LICENSE", ""),
+        ),
+        "segmentation_config": SegmentationConfig(
+            models_dir=os.environ.get("RT_MODELS_DIR", ""),
+            custom_structures=os.environ.get("RT_CUSTOM_STRUCTURES", ""),
+            crop_regions=_env_list("RT_CROP_REGIONS"),
+            device=os.environ.get("RT_TOTALSEG_DEVICE", "gpu"),
         ),
     }

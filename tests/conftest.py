@@ -51,10 +51,16 @@ def two_courses(drop):
 
 
 @pytest.fixture
-def resources(drop, data_root):
-    from rt_resources.resources import DataRoot, DicomDrop
+def resources(drop, data_root, tmp_path):
+    from rt_resources.resources import DataRoot, DicomDrop, SegmentationConfig, TotalSegmentator
 
-    return {"data_root": DataRoot(path=str(data_root)), "dicom_drop": DicomDrop(path=str(drop), quiet_period_s=0)}
+    return {
+        "data_root": DataRoot(path=str(data_root)),
+        "dicom_drop": DicomDrop(path=str(drop), quiet_period_s=0),
+        # no weights in this home: segmentation fails fast unless a test builds the tiny model
+        "totalsegmentator": TotalSegmentator(home=str(tmp_path / "totalseg_home"), device="cpu", fast=True),
+        "segmentation_config": SegmentationConfig(device="cpu"),
+    }
 
 
 @pytest.fixture

@@ -9,12 +9,14 @@ from rt_assets.definitions import defs
 def test_asset_graph_snapshot():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh"}
+    course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "totalseg_masks",
+                     "ct_crop", "custom_structures"}  # fmt: skip
     cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics"}
     assert set(specs) == course_assets | cohort_assets
+    groups = {"totalseg_masks": "segmentation", "ct_crop": "derived", "custom_structures": "derived"}
     for name in course_assets:
         node = specs[name]
-        assert node.group_name == COURSE_GROUP
+        assert node.group_name == groups.get(name, COURSE_GROUP)
         assert isinstance(node.partitions_def, DynamicPartitionsDefinition)
         assert node.partitions_def.name == "courses"
         assert node.code_version
@@ -24,7 +26,10 @@ def test_asset_graph_snapshot():
     assert parents["ct_image"] == {"course_manifest"}
     assert parents["dose_grid"] == {"course_manifest"}
     assert parents["structure_masks"] == {"course_manifest", "ct_image"}
-    assert parents["dvh"] == {"dose_grid", "structure_masks"}
+    assert parents["dvh"] == {"dose_grid", "structure_masks", "totalseg_masks", "custom_structures"}
+    assert parents["totalseg_masks"] == {"ct_image"}
+    assert specs["totalseg_masks"].pools == {"gpu"}  # one segmentation step at a time
+    assert specs["totalseg_masks"].automation_condition is not None
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
     assert specs["cohort_dvh_metrics"].automation_condition is not None
@@ -36,7 +41,10 @@ def test_jobs_sensor_executor():
     assert defs.resolve_job_def("cohort_job")
     sensor = defs.resolve_sensor_def("dicom_drop_sensor")
     assert {j.name for j in sensor.jobs} == {"course_job", "cohort_job"}
-    assert defs.resolve_sensor_def("cohort_automation_sensor")
+    seg_sensor = defs.resolve_sensor_def("segmentation_automation_sensor")
+    assert seg_sensor.run_tags == {"rt/gpu": "true"}  # dagster.yaml limits these runs to one at a time
+    assert defs.resolve_sensor_def("automation_sensor")
+    assert defs.resolve_job_def("segmentation_job").tags["rt/gpu"] == "true"
 
 
 def test_default_workers_is_cores_minus_one(monkeypatch):

@@ -92,7 +92,7 @@ def _add(images: list, reference):
 
     total = sitk.GetArrayFromImage(resample_onto(images[0], reference)).astype(np.float64)
     for im in images[1:]:
-        total += sitk.GetArrayViewFromImage(resample_onto(im, reference))
+        total += sitk.GetArrayFromImage(resample_onto(im, reference))  # a copy: a view of a temporary dangles
     out = sitk.GetImageFromArray(total)
     out.CopyInformation(reference)
     return out

@@ -1,5 +1,6 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
+from rt_assets.automation import after_updates
 from rt_assets.lineage import lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.dose.course import DOSE_FILE, read_dose_info
@@ -11,8 +12,16 @@ from rt_resources.resources import DataRoot
 from rt_resources.structures.rtstruct import read_rois
 
 
-@asset(partitions_def=course_partitions, deps=["dose_grid", "structure_masks"], code_version="1",
-       kinds={"parquet"})  # fmt: skip
+@asset(
+    partitions_def=course_partitions,
+    deps=["dose_grid", "structure_masks", "totalseg_masks", "custom_structures"],
+    code_version="1",
+    kinds={"parquet"},
+    # computed in the course run; recomputed when auto or custom structures arrive later
+    automation_condition=after_updates(
+        required=["dose_grid", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
+    ),
+)
 def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """Dose-volume metrics and curves per ROI (courses/<key>/dvh_metrics.parquet,
     dvh_curves.parquet). Manual ROIs: contour-based, each contour plane a slab, supersampled

@@ -1,0 +1,1 @@
+"""CPU work on segmentation results: anatomical crops and custom structures."""

@@ -1,0 +1,96 @@
+from dagster import AssetExecutionContext, AssetObservation, Failure, MaterializeResult, MetadataValue, asset
+
+from rt_assets.automation import after_updates
+from rt_assets.lineage import lineage_metadata
+from rt_assets.partitions import course_partitions
+from rt_resources.fileio import replace_dir_atomic, write_json_atomic
+from rt_resources.provenance import sha256_file
+from rt_resources.resources import DataRoot, SegmentationConfig
+from rt_resources.segmentation.crop import REGIONS, LandmarkError, crop_bounds, crop_image
+
+CROPS_DIR = "crops"  #: courses/<key>/crops/<region>/: never beside the full-size masks
+
+
+@asset(
+    partitions_def=course_partitions,
+    deps=["ct_image", "totalseg_masks"],
+    code_version="1",
+    kinds={"nifti"},
+    output_required=False,
+    automation_condition=after_updates(required=["ct_image", "totalseg_masks"]),
+)
+def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig):
+    """The CT and every mask cropped along the patient's head-feet axis to landmark-defined
+    bounds from the TotalSegmentator masks (courses/<key>/crops/<region>/ct.nii.gz and
+    masks/<source>/...), per configured region (pelvis, thorax, abdomen, head_neck, brain), with
+    margins; bounds clamped to the image, and the clamping recorded. Cropped files live in
+    their own tree, never beside the full-size masks. A configured region whose landmarks are
+    absent fails with the missing classes named; with no region configured, every region whose
+    landmarks are present is cropped."""
+    import SimpleITK as sitk
+
+    course_dir = data_root.course_dir(context.partition_key)
+    ct_path = course_dir / "ct.nii.gz"
+    ct = sitk.ReadImage(str(ct_path))
+    totalseg = {p.name[: -len(".nii.gz")]: p for p in (course_dir / "masks" / "totalseg").glob("*.nii.gz")}
+    if not totalseg:
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                metadata={"skipped": "no TotalSegmentator masks for this course: no landmarks to crop to"},
+            )
+        )
+        return
+    loaded = {}
+
+    def masks_view():
+        if not loaded:
+            loaded.update({name: sitk.ReadImage(str(p)) for name, p in totalseg.items()})
+        return loaded
+
+    configured = list(segmentation_config.crop_regions)
+    results, skipped = {}, {}
+    for region in configured or sorted(REGIONS):
+        try:
+            results[region] = crop_bounds(region, masks_view(), ct)
+        except LandmarkError as exc:
+            if configured:
+                raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+            skipped[region] = str(exc)
+
+    def write(folder):
+        for region, bounds in results.items():
+            out = folder / region
+            (out / "masks").mkdir(parents=True)
+            sitk.WriteImage(crop_image(ct, bounds), str(out / "ct.nii.gz"), True)
+            for source in sorted(p for p in (course_dir / "masks").iterdir() if p.is_dir()):
+                (out / "masks" / source.name).mkdir()
+                for mask_path in sorted(source.glob("*.nii.gz")):
+                    cropped = crop_image(sitk.ReadImage(str(mask_path)), bounds)
+                    sitk.WriteImage(cropped, str(out / "masks" / source.name / mask_path.name), True)
+            write_json_atomic(out / "bounds.json", _bounds_json(bounds))
+
+    folder = replace_dir_atomic(course_dir / CROPS_DIR, write)
+    yield MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(folder)),
+            "regions": MetadataValue.json({r: _bounds_json(b) for r, b in results.items()}),
+            "regions_without_landmarks": MetadataValue.json(skipped),
+            **lineage_metadata(
+                context,
+                source_uids={"course_key": context.partition_key},
+                input_sha256={"ct.nii.gz": sha256_file(ct_path)},
+            ),
+        }
+    )
+
+
+def _bounds_json(bounds) -> dict:
+    return {
+        "region": bounds.region,
+        "z_min_mm": round(float(bounds.z_min_mm), 3),
+        "z_max_mm": round(float(bounds.z_max_mm), 3),
+        "index_range": [int(i) for i in bounds.index_range],
+        "clamped": list(bounds.clamped),
+    }

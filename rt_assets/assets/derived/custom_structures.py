@@ -1,0 +1,65 @@
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AssetObservation, Failure, MaterializeResult, MetadataValue, asset
+
+from rt_assets.automation import after_updates
+from rt_assets.lineage import lineage_metadata
+from rt_assets.partitions import course_partitions
+from rt_resources.fileio import replace_dir_atomic, write_json_atomic
+from rt_resources.provenance import sha256_file
+from rt_resources.resources import DataRoot, SegmentationConfig
+from rt_resources.structures.custom import build_all, load_custom_structures
+from rt_resources.structures.masks import ROI_INDEX_FILE
+
+
+@asset(
+    partitions_def=course_partitions,
+    deps=["structure_masks", "totalseg_masks"],
+    code_version="1",
+    kinds={"nifti"},
+    output_required=False,
+    automation_condition=after_updates(required=["structure_masks"]),
+)
+def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig):
+    """Boolean combinations (union, intersection, subtract, xor) of manual and auto structures,
+    with isotropic or per-direction margins in mm, from the YAML file $RT_CUSTOM_STRUCTURES
+    (courses/<key>/masks/custom/<name>.nii.gz); they get DVHs like every mask source. A rule
+    whose inputs are missing is skipped with the reason. Not materialized when no rule file is
+    configured."""
+    rules = segmentation_config.custom_structures
+    if not rules:
+        context.log_event(
+            AssetObservation(
+                asset_key=context.asset_key,
+                partition=context.partition_key,
+                metadata={"skipped": "no custom structure rules configured (RT_CUSTOM_STRUCTURES)"},
+            )
+        )
+        return
+    try:
+        specs = load_custom_structures(Path(rules))
+    except (OSError, ValueError) as exc:
+        raise Failure(description=f"custom structure rules {rules}: {exc}") from exc
+    course_dir = data_root.course_dir(context.partition_key)
+    holder = {}
+
+    def write(folder):
+        holder["records"] = build_all(specs, course_dir / "masks", folder)
+        write_json_atomic(
+            folder / ROI_INDEX_FILE,
+            [{"roi_name": r["name"], "file": f"{r['name']}.nii.gz"} for r in holder["records"] if r.get("voxels")],
+        )
+
+    folder = replace_dir_atomic(course_dir / "masks" / "custom", write)
+    records = holder["records"]
+    yield MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(folder)),
+            "structures": MetadataValue.json(records),
+            **lineage_metadata(
+                context,
+                source_uids={"rules": str(rules)},
+                input_sha256={"rules": sha256_file(rules)},
+            ),
+        }
+    )

@@ -1,0 +1,1 @@
+"""GPU stage: segmentation assets in the pool ``gpu`` (one step at a time)."""

@@ -1,0 +1,87 @@
+"""One asset per custom nnU-Net model folder found in ``$RT_MODELS_DIR`` (model.yaml each)."""
+
+import os
+from pathlib import Path
+
+from dagster import (
+    AssetExecutionContext,
+    AssetsDefinition,
+    AutomationCondition,
+    Failure,
+    MaterializeResult,
+    MetadataValue,
+    asset,
+)
+
+from rt_assets.constants import GPU_POOL, SEGMENTATION_GROUP
+from rt_assets.lineage import lineage_metadata
+from rt_assets.partitions import course_partitions
+from rt_resources.fileio import replace_dir_atomic, write_json_atomic
+from rt_resources.provenance import digest_of, sha256_file
+from rt_resources.resources import DataRoot, SegmentationConfig
+from rt_resources.segmentation.nnunet_models import NnUNetModel, discover_models, run_nnunet_model
+from rt_resources.segmentation.totalseg import DeviceUnavailable
+from rt_resources.structures.masks import ROI_INDEX_FILE
+
+
+def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
+    """The asset ``nnunet_<name>``: the model's labels as masks/<name>/<label>.nii.gz."""
+
+    @asset(
+        name=f"nnunet_{model.name}",
+        partitions_def=course_partitions,
+        deps=["ct_image"],
+        pool=GPU_POOL,
+        group_name=SEGMENTATION_GROUP,
+        code_version="1",
+        kinds={"pytorch", "nifti"},
+        automation_condition=AutomationCondition.eager(),
+        description=f"Custom nnU-Net model {model.name!r} ({model.dataset}, {model.trainer}, "
+        f"{model.configuration}, folds {list(model.folds)}): labels {sorted(model.labels.values())} as "
+        f"masks/{model.name}/<label>.nii.gz on the CT grid. GPU pool, one at a time.",
+    )
+    def _model_asset(
+        context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig
+    ) -> MaterializeResult:
+        import tempfile
+
+        course_dir = data_root.course_dir(context.partition_key)
+        ct_path = course_dir / "ct.nii.gz"
+        with tempfile.TemporaryDirectory(dir=course_dir, prefix=f".{model.name}-") as tmp:
+            try:
+                masks, seconds = run_nnunet_model(model, ct_path, Path(tmp), segmentation_config.device)
+            except DeviceUnavailable as exc:
+                raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+
+            def write(folder):
+                for path in masks.values():
+                    os.replace(path, folder / path.name)
+                write_json_atomic(
+                    folder / ROI_INDEX_FILE, [{"roi_name": n, "file": p.name} for n, p in sorted(masks.items())]
+                )
+
+            folder = replace_dir_atomic(course_dir / "masks" / model.name, write)
+        checkpoints = sorted(model.trained_folder.rglob(model.checkpoint))
+        return MaterializeResult(
+            metadata={
+                "path": MetadataValue.path(str(folder)),
+                "labels": MetadataValue.json(sorted(model.labels.values())),
+                "device": segmentation_config.device,
+                "seconds": round(seconds, 2),
+                **lineage_metadata(
+                    context,
+                    source_uids={"model": model.name, "dataset": model.dataset},
+                    input_sha256={
+                        "ct.nii.gz": sha256_file(ct_path),
+                        "model_checkpoints": digest_of(sha256_file(p) for p in checkpoints),
+                    },
+                    extra_tools=("torch", "nnunetv2"),
+                ),
+            }
+        )
+
+    return _model_asset
+
+
+def model_assets_from_env() -> list[AssetsDefinition]:
+    return [nnunet_model_asset(m) for m in discover_models(Path(os.environ.get("RT_MODELS_DIR", "")) or None)]

@@ -1,0 +1,140 @@
+"""Segmentation assets through the real TotalSegmentator / nnU-Net code paths, with a tiny
+locally built model (the official weights cannot be downloaded here; random weights give
+arbitrary masks, which is all these tests need)."""
+
+import json
+import shutil
+
+import pandas as pd
+import pydicom
+import pytest
+import SimpleITK as sitk
+from dagster import AssetKey, materialize
+
+from rt_assets.assets.course.course_manifest import course_manifest
+from rt_assets.assets.course.ct_image import ct_image
+from rt_assets.assets.course.dose_grid import dose_grid
+from rt_assets.assets.course.dvh import dvh
+from rt_assets.assets.course.structure_masks import structure_masks
+from rt_assets.assets.derived.ct_crop import ct_crop
+from rt_assets.assets.segmentation.nnunet_models import nnunet_model_asset
+from rt_assets.assets.segmentation.totalseg_masks import totalseg_masks
+from rt_assets.partitions import course_partitions
+from rt_resources.ingest.survey import survey_drop
+from rt_resources.resources import SegmentationConfig, TotalSegmentator
+from rt_resources.segmentation.nnunet_models import load_model
+from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
+from rt_resources.synthetic import write_patient
+from tests.conftest import SMALL
+
+COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
+
+
+@pytest.fixture(scope="module")
+def tiny_home(tmp_path_factory):
+    home = tmp_path_factory.mktemp("totalseg_home")
+    build_tiny_totalseg_model(home, "total_fast")
+    return home
+
+
+@pytest.fixture
+def course(drop, data_root, resources, instance):
+    write_patient(drop, 0, SMALL)
+    (key,) = [c.key for c in survey_drop(drop, data_root).courses]
+    instance.add_dynamic_partitions(course_partitions.name, [key])
+    assert materialize(COURSE, partition_key=key, instance=instance, resources=resources).success
+    return key
+
+
+def seg_resources(resources, home, **config):
+    return {
+        **resources,
+        "totalsegmentator": TotalSegmentator(home=str(home), device="cpu", fast=True, threads=1),
+        "segmentation_config": SegmentationConfig(device="cpu", **config),
+    }
+
+
+def test_missing_weights_fail_fast_and_nothing_else_is_blocked(course, data_root, resources, instance, tmp_path):
+    res = seg_resources(resources, tmp_path / "no_weights")
+    result = materialize([totalseg_masks], partition_key=course, instance=instance, resources=res,
+                         raise_on_error=False)  # fmt: skip
+    assert not result.success
+    message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
+    assert "weights" in message and "looked for" in message and str(tmp_path / "no_weights") in message
+    assert "No download is attempted" in message
+    # the course's own outputs are there and intact
+    assert (data_root / "courses" / course / "dvh_metrics.parquet").exists()
+
+
+def test_totalsegmentator_chain_with_tiny_model(course, data_root, resources, instance, tiny_home):
+    res = seg_resources(resources, tiny_home)
+    assert materialize([totalseg_masks], partition_key=course, instance=instance, resources=res).success
+    course_dir = data_root / "courses" / course
+    folder = course_dir / "masks" / "totalseg"
+    from totalsegmentator.map_to_binary import class_map
+
+    names = {p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")}
+    assert names == set(class_map["total"].values())  # TotalSegmentator's own class names
+    ct = sitk.ReadImage(str(course_dir / "ct.nii.gz"))
+    liver = sitk.ReadImage(str(folder / "liver.nii.gz"))
+    assert liver.GetSize() == ct.GetSize() and liver.GetPixelID() == sitk.sitkUInt8
+    assert liver.GetOrigin() == pytest.approx(ct.GetOrigin()) and liver.GetDirection() == pytest.approx(
+        ct.GetDirection()
+    )
+    mat = instance.fetch_materializations(AssetKey("totalseg_masks"), limit=1).records[0].asset_materialization
+    assert mat.metadata["device"].value == "cpu"
+    assert len(mat.metadata["input_sha256"].value["model_checkpoint"]) == 64
+    # exported RTSTRUCT references the course's CT
+    rtstruct = pydicom.dcmread(course_dir / "rtstruct_totalseg.dcm")
+    manifest = json.loads((course_dir / "manifest.json").read_text())
+    series = rtstruct.ReferencedFrameOfReferenceSequence[0].RTReferencedStudySequence[0].RTReferencedSeriesSequence[0]
+    assert series.SeriesInstanceUID == manifest["ct_series_uid"]
+    assert len(rtstruct.StructureSetROISequence) == mat.metadata["n_non_empty"].value > 0
+
+    # the DVH picks the auto structures up (source totalseg, mask-based), beside the manual ones
+    assert materialize([dvh], partition_key=course, instance=instance, resources=res).success
+    metrics = pd.read_parquet(course_dir / "dvh_metrics.parquet")
+    auto = metrics[metrics["source"] == "totalseg"]
+    assert len(auto) == mat.metadata["n_non_empty"].value and (auto["method"] == "mask").all()
+    assert (metrics["source"] == "manual").any()
+
+    # cropping needs landmarks: random weights give arbitrary masks, so a configured region
+    # either crops (bounds recorded) or fails naming the missing classes
+    pelvis = seg_resources(resources, tiny_home, crop_regions=["pelvis"])
+    crop = materialize([ct_crop], partition_key=course, instance=instance, resources=pelvis, raise_on_error=False)
+    if not crop.success:
+        message = next(e for e in crop.all_events if e.is_step_failure).step_failure_data.error.message
+        assert "pelvis" in message and "missing or empty" in message
+    else:
+        assert (course_dir / "crops" / "pelvis" / "ct.nii.gz").exists()
+        assert not list((course_dir / "masks").glob("*crop*"))  # crops never beside full-size masks
+
+
+def test_custom_nnunet_model_asset(course, data_root, resources, instance, tiny_home, tmp_path):
+    models = tmp_path / "models"
+    model_dir = models / "tinyorgans"
+    trained = next((tiny_home / "nnunet" / "results").glob("Dataset297*"))
+    shutil.copytree(trained, model_dir / trained.name)
+    trainer_folder = next(trained.iterdir()).name
+    trainer, plans, configuration = trainer_folder.split("__")
+    (model_dir / "model.yaml").write_text(
+        f"name: tinyorgans\ndataset: {trained.name}\ntrainer: {trainer}\nplans: {plans}\n"
+        f"configuration: {configuration}\nfolds: [0]\nlabels: {{1: spleen, 5: liver}}\n"
+    )
+    model = load_model(model_dir)
+    asset = nnunet_model_asset(model)
+    res = seg_resources(resources, tiny_home)
+    assert materialize([asset], partition_key=course, instance=instance, resources=res).success
+    folder = data_root / "courses" / course / "masks" / "tinyorgans"
+    assert {p.name for p in folder.glob("*.nii.gz")} == {"spleen.nii.gz", "liver.nii.gz"}
+    ct = sitk.ReadImage(str(data_root / "courses" / course / "ct.nii.gz"))
+    assert sitk.ReadImage(str(folder / "liver.nii.gz")).GetSize() == ct.GetSize()
+
+
+def test_bad_model_yaml_is_named(tmp_path):
+    from rt_resources.segmentation.nnunet_models import ModelError
+
+    (tmp_path / "m").mkdir()
+    (tmp_path / "m" / "model.yaml").write_text("name: x\n")
+    with pytest.raises(ModelError, match=r"model.yaml: missing field\(s\) \['dataset', 'labels'\]"):
+        load_model(tmp_path / "m")
