@@ -95,24 +95,41 @@ def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSetting
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    totalsegmentator(
-        input=Path(ct_path),
-        output=out_dir,
-        ml=False,
-        task=settings.task,
-        fast=settings.fast,
-        roi_subset=list(settings.roi_subset) or None,
-        device=device,
-        force_split=settings.force_split,
-        nr_thr_resamp=settings.threads,
-        nr_thr_saving=settings.threads,
-        license_number=settings.license_key or None,
-        quiet=True,
-    )
+    try:
+        totalsegmentator(
+            input=Path(ct_path),
+            output=out_dir,
+            ml=False,
+            task=settings.task,
+            fast=settings.fast,
+            roi_subset=list(settings.roi_subset) or None,
+            device=device,
+            force_split=settings.force_split,
+            nr_thr_resamp=settings.threads,
+            nr_thr_saving=settings.threads,
+            license_number=settings.license_key or None,
+            quiet=True,
+        )
+    finally:
+        stop_worker_pools()
     seconds = time.perf_counter() - start
     masks = {p.name[: -len(".nii.gz")]: p for p in sorted(out_dir.glob("*.nii.gz"))}
     notes = conform_to_ct(masks, Path(ct_path))
     return SegmentationResult(masks=masks, device=device, seconds=seconds, notes=notes)
+
+
+def stop_worker_pools() -> None:
+    """Shut down joblib's reusable (loky) worker pool that TotalSegmentator's resampling starts.
+
+    Its idle workers otherwise live for 300 s, and a process that exits while they live
+    waits for them: a Dagster step process would hold the GPU run slot for five minutes.
+    """
+    import sys
+
+    if "joblib" in sys.modules:
+        from joblib.externals.loky import get_reusable_executor
+
+        get_reusable_executor().shutdown(wait=True, kill_workers=True)
 
 
 def conform_to_ct(masks: dict[str, Path], ct_path: Path) -> list[str]:
