@@ -21,3 +21,18 @@ def lineage_metadata(
         "tool_versions": MetadataValue.json(tool_versions(extra_tools)),
         "code_version": MetadataValue.text(code_version),
     }
+
+
+def record_skip(context: AssetExecutionContext, reason: str, **metadata: MetadataValue) -> None:
+    """Say why this partition of an optional-output asset is not materialized (an observation
+    with ``skipped``, visible in the UI), instead of writing an output that would look done."""
+    from dagster import AssetObservation
+
+    context.log.warning(f"{context.asset_key.to_user_string()} {context.partition_key}: not materialized: {reason}")
+    context.log_event(
+        AssetObservation(
+            asset_key=context.asset_key,
+            partition=context.partition_key,
+            metadata={"skipped": reason, **metadata},
+        )
+    )

@@ -1,6 +1,6 @@
-from dagster import AssetExecutionContext, AssetObservation, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
 from rt_resources.fileio import write_atomic, write_json_atomic
@@ -29,14 +29,7 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     info = dose_info(total, plans)
     components = MetadataValue.json(total.components)
     if total.image is None:
-        context.log.warning(f"course {context.partition_key}: no dose: {total.decision}")
-        context.log_event(
-            AssetObservation(
-                asset_key=context.asset_key,
-                partition=context.partition_key,
-                metadata={"skipped": total.decision, "components": components},
-            )
-        )
+        record_skip(context, total.decision, components=components)
         return
     write_json_atomic(course_dir / DOSE_INFO_FILE, info)
     image = sitk.Cast(total.image, sitk.sitkFloat32)

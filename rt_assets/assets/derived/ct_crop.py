@@ -1,7 +1,7 @@
-from dagster import AssetExecutionContext, AssetObservation, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
@@ -34,13 +34,7 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
     ct = sitk.ReadImage(str(ct_path))
     totalseg = {p.name[: -len(".nii.gz")]: p for p in (course_dir / "masks" / "totalseg").glob("*.nii.gz")}
     if not totalseg:
-        context.log_event(
-            AssetObservation(
-                asset_key=context.asset_key,
-                partition=context.partition_key,
-                metadata={"skipped": "no TotalSegmentator masks for this course: no landmarks to crop to"},
-            )
-        )
+        record_skip(context, "no TotalSegmentator masks for this course: no landmarks to crop to")
         return
     loaded = {}
 

@@ -1,9 +1,9 @@
 from pathlib import Path
 
-from dagster import AssetExecutionContext, AssetObservation, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
@@ -28,13 +28,7 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
     configured."""
     rules = segmentation_config.custom_structures
     if not rules:
-        context.log_event(
-            AssetObservation(
-                asset_key=context.asset_key,
-                partition=context.partition_key,
-                metadata={"skipped": "no custom structure rules configured (RT_CUSTOM_STRUCTURES)"},
-            )
-        )
+        record_skip(context, "no custom structure rules configured (RT_CUSTOM_STRUCTURES)")
         return
     try:
         specs = load_custom_structures(Path(rules))
