@@ -31,6 +31,7 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
     from rt_resources.segmentation.totalseg import default_seg_workers, default_threads
 
     cores = os.cpu_count() or 1
+    radiomics = "sequential, in process" if args.sequential_radiomics else f"{max(1, cores - 1)} workers (cores - 1)"
     lines = [
         "=== Parallelization Configuration ===",
         f"CPU cores:                          {cores}",
@@ -41,9 +42,7 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
         f"time, device {args.totalseg_device}, {default_threads()} resampling threads"
         " (runs tagged rt/gpu: one GPU run at a time)",
         "DVH:                                contour-based (manual ROIs) and mask-based (other mask sources)",
-        "Radiomics:                          "
-        + ("sequential" if args.sequential_radiomics else "parallel")
-        + " [radiomics stage not built yet: flag accepted]",
+        "Radiomics:                          " + radiomics + ", thread_limit=1 per worker",
         "=====================================",
     ]
     return "\n".join(lines)
@@ -118,6 +117,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"cohort tables: {out / 'cohort'} ({'ok' if cohort.success else 'FAILED: ' + cohort.error})")
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
     print(f"DVH metrics of all courses: {out / 'cohort' / 'dvh_metrics.parquet'}")
+    print(f"radiomics of all courses:   {out / 'cohort' / 'radiomics.parquet'}")
     print(f"runs and lineage in the UI: RT_DROP_ROOT={drop} RT_DATA_ROOT={out} DAGSTER_HOME={home} \\")
     print("    dagster dev -w workspace.yaml   (for the demo: make ui)")
     failed = [o for o in outcomes if not o.success] + ([] if cohort.success else [cohort])
@@ -142,6 +142,10 @@ def _segmentation_env(args: argparse.Namespace) -> None:
         os.environ["RT_CUSTOM_STRUCTURES"] = str(Path(args.custom_structures).resolve())
     if args.crop_region:
         os.environ["RT_CROP_REGIONS"] = ",".join(args.crop_region)
+    if args.sequential_radiomics:
+        os.environ["RT_SEQUENTIAL_RADIOMICS"] = "1"
+    if args.radiomics_params:
+        os.environ["RT_RADIOMICS_PARAMS"] = str(Path(args.radiomics_params).resolve())
 
 
 def _segment(args, courses: list[tuple[str, str]], course_outcomes, workers: int) -> list:
@@ -252,7 +256,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--extra-seg-models", metavar="DIR", help="folder of custom nnU-Net models (model.yaml each)")
     run.add_argument("--custom-structures", metavar="YAML", help="boolean structure combinations with margins")
     run.add_argument("--crop-region", action="append", help="crop to this region (pelvis, thorax, ...); repeatable")
-    run.add_argument("--sequential-radiomics", action="store_true", help="radiomics one ROI at a time")
+    run.add_argument("--sequential-radiomics", action="store_true", help="radiomics one ROI at a time, in process")
+    run.add_argument("--radiomics-params", metavar="YAML", help="pyradiomics parameter file (default: shipped CT.yaml)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
 

@@ -86,6 +86,25 @@ class SegmentationConfig(ConfigurableResource):
     device: str = Field(default="gpu", description="device of custom nnU-Net models: gpu | cpu")
 
 
+class RadiomicsConfig(ConfigurableResource):
+    """pyradiomics settings: parameter file (shipped CT.yaml by default), workers, sequential mode."""
+
+    params: str = Field(default="", description="pyradiomics parameter YAML; empty = the shipped CT.yaml")
+    workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
+    sequential: bool = Field(default=False, description="one ROI at a time, in process (--sequential-radiomics)")
+
+    def settings(self):
+        from rt_resources.radiomics.engine import PARAMS_DIR, RadiomicsSettings
+
+        params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
+        return RadiomicsSettings(params=params)
+
+    def worker_count(self) -> int:
+        from rt_resources.radiomics.engine import default_workers
+
+        return self.workers or default_workers()
+
+
 def _env_list(name: str) -> list[str]:
     return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
 
@@ -105,6 +124,11 @@ def resources_from_env() -> dict:
             roi_subset=_env_list("RT_TOTALSEG_ROI_SUBSET"),
             device=os.environ.get("RT_TOTALSEG_DEVICE", "gpu"),
             license_key=os.environ.get("RT_TOTALSEG_LICENSE", ""),
+        ),
+        "radiomics_config": RadiomicsConfig(
+            params=os.environ.get("RT_RADIOMICS_PARAMS", ""),
+            workers=int(os.environ.get("RT_RADIOMICS_WORKERS", "0") or 0),
+            sequential=os.environ.get("RT_SEQUENTIAL_RADIOMICS", "") in ("1", "true", "yes"),
         ),
         "segmentation_config": SegmentationConfig(
             models_dir=os.environ.get("RT_MODELS_DIR", ""),

@@ -13,11 +13,14 @@ from rt_resources.synthetic import SynthOptions, write_patient
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SMALL = SynthOptions(rows=32, slices=12, pixel_mm=10.0, slice_mm=5.0)
+#: pyradiomics settings that keep tests fast (Original image, first-order and shape features)
+FAST_RADIOMICS = Path(__file__).resolve().parent / "data" / "radiomics_fast.yaml"
 
 
 @pytest.fixture(autouse=True)
 def _site_secret(monkeypatch):
     monkeypatch.setenv("RT_SITE_SECRET", "test-secret")
+    monkeypatch.setenv("RT_RADIOMICS_PARAMS", str(FAST_RADIOMICS))  # for CLI and dagster dev subprocesses
 
 
 def tree_digest(root: Path) -> dict[str, str]:
@@ -52,7 +55,7 @@ def two_courses(drop):
 
 @pytest.fixture
 def resources(drop, data_root, tmp_path):
-    from rt_resources.resources import DataRoot, DicomDrop, SegmentationConfig, TotalSegmentator
+    from rt_resources.resources import DataRoot, DicomDrop, RadiomicsConfig, SegmentationConfig, TotalSegmentator
 
     return {
         "data_root": DataRoot(path=str(data_root)),
@@ -60,6 +63,7 @@ def resources(drop, data_root, tmp_path):
         # no weights in this home: segmentation fails fast unless a test builds the tiny model
         "totalsegmentator": TotalSegmentator(home=str(tmp_path / "totalseg_home"), device="cpu", fast=True),
         "segmentation_config": SegmentationConfig(device="cpu"),
+        "radiomics_config": RadiomicsConfig(params=str(FAST_RADIOMICS), sequential=True),
     }
 
 

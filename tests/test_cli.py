@@ -45,6 +45,8 @@ def test_run_processes_good_courses_beside_bad_files(drop, tmp_path):
     assert len(ok) == 2
     dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet")
     assert set(dvh["course_key"]) == set(ok)
+    rad = pd.read_parquet(out / "cohort" / "radiomics.parquet")
+    assert set(rad["course_key"]) == set(ok) and "original_shape_MeshVolume" in rad.columns
     assert {"BODY", "PTV", "Lung_L", "Lung_R"} <= set(dvh["roi_name"])
     for key in ok:
         manifest = json.loads((out / "courses" / key / "manifest.json").read_text())
@@ -84,7 +86,7 @@ def test_legacy_flags_are_accepted_and_explained(drop, tmp_path):
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "segmentation skipped" in proc.stderr and "looked for" in proc.stderr  # no weights here
-    assert "sequential" in proc.stderr
+    assert "sequential, in process" in proc.stderr
 
 
 def test_outdir_inside_drop_is_refused(drop):

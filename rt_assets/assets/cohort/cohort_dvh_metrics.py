@@ -1,21 +1,14 @@
 import pandas as pd
-from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from rt_assets.automation import COURSES_UPDATED
 from rt_assets.lineage import lineage_metadata
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot
 
-#: whenever a course's DVH is (re)materialized, once no DVH is in progress; unlike eager(),
-#: courses that never get a DVH (no dose) do not block the cohort table
-DVH_UPDATED = (
-    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("any course DVH updated")
 
-
-@asset(deps=["dvh"], code_version="1", kinds={"parquet"}, automation_condition=DVH_UPDATED)
+@asset(deps=["dvh"], code_version="1", kinds={"parquet"}, automation_condition=COURSES_UPDATED)
 def cohort_dvh_metrics(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """Every course's DVH metrics in one table (cohort/dvh_metrics.parquet), rebuilt
     automatically when any course's DVH changes (declarative automation)."""

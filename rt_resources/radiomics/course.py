@@ -1,0 +1,62 @@
+"""Radiomics of one course: every ROI mask against the course image, as one table."""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from rt_resources.radiomics.engine import RadiomicsSettings, run_tasks, select_tasks
+
+ID_COLUMNS = ["course_key", "patient_id", "roi_name", "source"]
+
+
+def params_sha256(settings: RadiomicsSettings) -> str:
+    """sha256 of the parameter file bytes (followed by the light parameter file's, when set)."""
+    digest = hashlib.sha256(Path(settings.params).read_bytes())
+    if settings.light_params is not None:
+        digest.update(Path(settings.light_params).read_bytes())
+    return digest.hexdigest()
+
+
+def course_radiomics(
+    image_path: Path,
+    masks_root: Path,
+    course_key: str,
+    patient_id: str,
+    settings: RadiomicsSettings,
+    workers: int,
+    sequential: bool = False,
+) -> tuple[pd.DataFrame, dict[str, Any]]:
+    """Features of every selected ROI under ``masks_root`` (``<source>/*.nii.gz``).
+
+    Returns a frame with columns ``course_key, patient_id, roi_name, source`` followed by
+    pyradiomics' own feature names (e.g. ``original_shape_MeshVolume``), one row per ROI that
+    succeeded, and a summary ``{n_tasks, n_ok, failures, skipped, pyradiomics_version,
+    params_sha256, seconds}``.
+    """
+    import radiomics
+
+    start = time.perf_counter()
+    tasks, skipped = select_tasks(Path(masks_root), settings)
+    results, failures = run_tasks(Path(image_path), tasks, settings, workers=workers, sequential=sequential)
+    frame = pd.DataFrame(results)
+    if frame.empty:
+        frame = pd.DataFrame(columns=["roi_name", "source"])
+    frame.insert(0, "course_key", course_key)
+    frame.insert(1, "patient_id", patient_id)
+    features = [c for c in frame.columns if c not in ID_COLUMNS]
+    frame = frame[ID_COLUMNS + features].sort_values(["source", "roi_name"], ignore_index=True)
+    summary = {
+        "n_tasks": len(tasks),
+        "n_ok": len(results),
+        "failures": failures,
+        "skipped": skipped,
+        "pyradiomics_version": str(radiomics.__version__),
+        "params_sha256": params_sha256(settings),
+        "seconds": round(time.perf_counter() - start, 3),
+    }
+    return frame, summary
