@@ -7,7 +7,7 @@ radiomics``), a pool of 1 worker (the default on 2 cores: cores - 1) and a pool 
 workers. Prints wall time, speed-up against sequential and peak memory (max RSS of this
 process and of the worker processes).
 
-    .venv/bin/python benchmarks/radiomics.py [--params rt_resources/radiomics/params/CT_demo.yaml]
+    .venv/bin/python benchmarks/radiomics_pool.py [--params rt_resources/radiomics/params/CT_demo.yaml]
 """
 
 from __future__ import annotations
