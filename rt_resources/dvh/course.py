@@ -61,16 +61,18 @@ def course_dvh(
             row, c = _rows(ids, dvh, prescription_gy)
             rows.append(row)
             curves.append(c)
-    metrics = pd.DataFrame(rows)
-    if len(metrics):
-        vcols = sorted((c for c in metrics.columns if c.startswith("v") and c.endswith("gy_pct")),
-                       key=lambda c: int(c[1:-6]))  # fmt: skip
-        fixed = [c for c in metrics.columns if c not in vcols]
-        metrics = metrics[fixed + vcols]
-        for c in vcols:  # a V_N above an ROI's max dose is 0 %, not missing
-            metrics[c] = metrics[c].fillna(0.0)
+    metrics = order_dose_columns(pd.DataFrame(rows))
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["course_key", "roi_name"])
     return metrics, curves_df, notes
+
+
+def order_dose_columns(metrics: pd.DataFrame) -> pd.DataFrame:
+    """``v<N>gy_pct`` columns last, in dose order, 0 % where missing (above an ROI's max dose)."""
+    vcols = sorted((c for c in metrics.columns if c[:1] == "v" and c[1:-6].isdigit() and c.endswith("gy_pct")),
+                   key=lambda c: int(c[1:-6]))  # fmt: skip
+    metrics = metrics[[c for c in metrics.columns if c not in vcols] + vcols].copy()
+    metrics[vcols] = metrics[vcols].fillna(0.0)
+    return metrics
 
 
 def summary_table(metrics: pd.DataFrame, n: int = 30) -> str:

@@ -1,0 +1,38 @@
+"""Cohort tables: one course file of every course, stacked into one parquet under cohort/."""
+
+from collections.abc import Callable
+
+import pandas as pd
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
+
+from rt_assets.lineage import lineage_metadata
+from rt_resources.fileio import write_parquet_atomic
+from rt_resources.provenance import sha256_file
+from rt_resources.resources import DataRoot
+
+
+def stack_course_tables(
+    context: AssetExecutionContext,
+    data_root: DataRoot,
+    file_name: str,
+    transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+) -> MaterializeResult:
+    """Concatenate ``courses/c-*/<file_name>`` into ``cohort/<file_name>``, with lineage metadata."""
+    paths = sorted((data_root.root / "courses").glob(f"c-*/{file_name}"))
+    frames = [pd.read_parquet(p) for p in paths]
+    table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["course_key", "roi_name"])
+    if transform is not None:
+        table = transform(table)
+    path = write_parquet_atomic(data_root.cohort_dir() / file_name, table)
+    return MaterializeResult(
+        metadata={
+            "path": MetadataValue.path(str(path)),
+            "n_rows": len(table),
+            "n_courses": int(table["course_key"].nunique()) if len(table) else 0,
+            **lineage_metadata(
+                context,
+                source_uids={"course_keys": sorted(p.parent.name for p in paths)},
+                input_sha256={p.parent.name: sha256_file(p) for p in paths},
+            ),
+        }
+    )
