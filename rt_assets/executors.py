@@ -2,19 +2,16 @@
 
 from __future__ import annotations
 
-import os
-
 from dagster import ExecutorDefinition, multiprocess_executor
+
+from rt_resources.parallel import workers_from_env
 
 WORKERS_ENV = "RT_WORKERS"
 
 
 def default_workers() -> int:
-    """``$RT_WORKERS`` if set, else CPU cores - 1 (at least 1): one core stays for the OS and UI."""
-    configured = os.environ.get(WORKERS_ENV, "")
-    if configured:
-        return max(1, int(configured))
-    return max(1, (os.cpu_count() or 2) - 1)
+    """Concurrent steps: ``$RT_WORKERS`` if set, else CPU cores - 1 (one core stays for the OS and UI)."""
+    return workers_from_env(WORKERS_ENV)
 
 
 def step_executor() -> ExecutorDefinition:

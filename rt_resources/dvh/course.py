@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
 
 from rt_resources.dvh.metrics import DVH, curve, metrics_row
 from rt_resources.dvh.sampling import DoseSampler, contour_dvh, mask_dvh
+from rt_resources.parallel import RetryPolicy, run_pool
 from rt_resources.structures.masks import ROI_INDEX_FILE
 from rt_resources.structures.rtstruct import ROI
 
@@ -24,43 +26,109 @@ def _rows(ids: dict, dvh: DVH, prescription_gy: float | None) -> tuple[dict, pd.
     return {**ids, **metrics_row(dvh, prescription_gy)}, curve_df
 
 
-def course_dvh(
-    course_key: str,
-    patient_id: str,
-    dose_image,
-    rois: list[ROI],
-    masks_root: Path,
-    prescription_gy: float | None,
-    single_plane_mm: float,
-) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
-    """``(metrics, curves, notes)`` for the contoured ROIs and every ``masks/<source>/`` except manual."""
-    import SimpleITK as sitk
+#: below this many ROIs a course's DVHs run in process: spawning workers costs more than it saves
+MIN_ROIS_FOR_POOL = 16
 
-    sampler = DoseSampler(dose_image)
-    rows, curves, notes = [], [], []
+_SAMPLER: dict[str, DoseSampler] = {}
+
+
+def _sampler(dose_path: str) -> DoseSampler:
+    """The dose grid of ``dose_path``, read once per process."""
+    if dose_path not in _SAMPLER:
+        import SimpleITK as sitk
+
+        _SAMPLER.clear()
+        _SAMPLER[dose_path] = DoseSampler(sitk.ReadImage(dose_path, sitk.sitkFloat64))
+    return _SAMPLER[dose_path]
+
+
+@dataclass(frozen=True)
+class DvhTask:
+    """One DVH to compute: a contoured ROI (``roi`` set) or a mask file (``mask_path`` set)."""
+
+    roi_name: str
+    source: str
+    roi: ROI | None = None
+    mask_path: str | None = None
+    cost: float = 0.0
+
+
+@dataclass(frozen=True)
+class _DvhWork:
+    """The pool's work function for one :class:`DvhTask` (picklable)."""
+
+    dose_path: str
+    single_plane_mm: float
+
+    def __call__(self, task: DvhTask) -> DVH:
+        import SimpleITK as sitk
+
+        sampler = _sampler(self.dose_path)
+        if task.roi is not None:
+            return contour_dvh(task.roi.contours, sampler, self.single_plane_mm)
+        return mask_dvh(sitk.ReadImage(task.mask_path), sampler)
+
+
+def dvh_tasks(rois: list[ROI], masks_root: Path) -> tuple[list[DvhTask], list[str]]:
+    """Contour DVHs for the contoured ROIs, mask DVHs for every ``masks/<source>/`` except manual."""
+    tasks, notes = [], []
     for roi in rois:
         if roi.empty:
             notes.append(f"{roi.name!r}: no contours, no DVH")
             continue
-        ids = dict(course_key=course_key, patient_id=patient_id, roi_name=roi.name, source="manual", method="contour")
-        row, c = _rows(ids, contour_dvh(roi.contours, sampler, single_plane_mm), prescription_gy)
-        rows.append(row)
-        curves.append(c)
+        cost = float(sum(len(c) for c in roi.contours))
+        tasks.append(DvhTask(roi.name, "manual", roi=roi, cost=cost))
     for folder in sorted(p for p in Path(masks_root).glob("*") if p.is_dir() and p.name != "manual"):
         index = folder / ROI_INDEX_FILE
         names = {r["file"]: r["roi_name"] for r in json.loads(index.read_text())} if index.exists() else {}
         for path in sorted(folder.glob("*.nii.gz")):
             roi_name = names.get(path.name, path.name[: -len(".nii.gz")])
-            try:
-                dvh = mask_dvh(sitk.ReadImage(str(path)), sampler)
-            except ValueError as exc:
-                notes.append(f"{folder.name}/{path.name}: {exc}, no DVH")
-                continue
-            ids = dict(course_key=course_key, patient_id=patient_id, roi_name=roi_name, source=folder.name,
-                       method="mask")  # fmt: skip
-            row, c = _rows(ids, dvh, prescription_gy)
-            rows.append(row)
-            curves.append(c)
+            tasks.append(DvhTask(roi_name, folder.name, mask_path=str(path), cost=float(path.stat().st_size)))
+    return tasks, notes
+
+
+def course_dvh(
+    course_key: str,
+    patient_id: str,
+    dose_path: Path,
+    rois: list[ROI],
+    masks_root: Path,
+    prescription_gy: float | None,
+    single_plane_mm: float,
+    workers: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
+    """``(metrics, curves, notes)`` for the contoured ROIs and every ``masks/<source>/`` except manual.
+
+    With ``workers > 1`` and at least ``MIN_ROIS_FOR_POOL`` ROIs, the ROIs are spread over the
+    project's process pool (:func:`rt_resources.parallel.run_pool`: largest first, the dose read
+    once per worker, retries); otherwise they run in this process. A ROI whose DVH fails is
+    left out with the error in ``notes``.
+    """
+    tasks, notes = dvh_tasks(rois, masks_root)
+    work = _DvhWork(str(dose_path), float(single_plane_mm))
+    outcome = run_pool(
+        work,
+        tasks,
+        workers=workers,
+        sequential=workers <= 1 or len(tasks) < MIN_ROIS_FOR_POOL,
+        policy=RetryPolicy(attempts=2, backoff_s=0.1),
+        initializer=_sampler,
+        initargs=(str(dose_path),),
+        cost=lambda t: t.cost,
+        describe=lambda t: f"{t.source}/{t.roi_name}",
+        label="dvh",
+    )
+    rows, curves = [], []
+    for i, task in enumerate(tasks):
+        if i in outcome.failures:
+            notes.append(f"{task.source}/{task.roi_name}: {outcome.failures[i]['error']}, no DVH")
+            continue
+        method = "contour" if task.roi is not None else "mask"
+        ids = dict(course_key=course_key, patient_id=patient_id, roi_name=task.roi_name, source=task.source,
+                   method=method)  # fmt: skip
+        row, c = _rows(ids, outcome.results[i], prescription_gy)
+        rows.append(row)
+        curves.append(c)
     metrics = order_dose_columns(pd.DataFrame(rows))
     curves_df = pd.concat(curves, ignore_index=True) if curves else pd.DataFrame(columns=["course_key", "roi_name"])
     return metrics, curves_df, notes

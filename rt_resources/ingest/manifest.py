@@ -57,6 +57,7 @@ def build_manifest(course: Course, drop_root: Path) -> dict:
                 "sop_class_uid": f.header.sop_class_uid,
                 "sop_instance_uid": f.header.sop_instance_uid,
                 "series_uid": f.header.series_uid,
+                "frame_of_reference_uid": f.header.for_uid,
                 "sha256": f.sha256,
                 "size": f.size,
                 **({"info": f.header.info} if f.header.kind not in ("CT", "MR", "PT") else {}),

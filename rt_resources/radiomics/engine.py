@@ -1,30 +1,27 @@
-"""Radiomics engine: task selection, single-ROI extraction and a resilient process pool.
+"""Radiomics engine: task selection and single-ROI extraction, run in the project's process pool.
 
-Heavy libraries (numpy, SimpleITK, pyradiomics) are imported lazily so that a spawned worker can
-limit its BLAS/OpenMP thread pools *before* they are loaded (see :func:`_init_worker`).
+The pool (retries, backoff, timeouts, halving on memory errors or killed workers) is
+:mod:`rt_resources.parallel`, shared with the other CPU fan-outs. Heavy libraries (numpy,
+SimpleITK, pyradiomics) are imported lazily so that a spawned worker limits its BLAS/OpenMP
+thread pools *before* they are loaded.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import multiprocessing
-import os
 import re
-import time
-from collections.abc import Callable, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
-from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from rt_resources.parallel import FaultHook, RetryPolicy, default_workers, run_pool
 
 log = logging.getLogger("rtpipeline.radiomics")
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
-THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
-
-FaultHook = Callable[["RadiomicsTask", int], None]
+__all__ = ["PARAMS_DIR", "RadiomicsSettings", "RadiomicsTask", "default_workers", "extract_one", "run_tasks"]
 
 
 @dataclass(frozen=True)
@@ -36,6 +33,8 @@ class RadiomicsTask:
     mask_path: Path
     n_voxels: int = 0
     volume_cc: float = 0.0
+    image_path: Path | None = None  #: the image this mask belongs to (None: the run's image)
+    params: Path | None = None  #: parameter file overriding the settings' (e.g. MR.yaml for MR images)
 
 
 @dataclass(frozen=True)
@@ -55,27 +54,13 @@ class RadiomicsSettings:
     backoff_s: float = 0.5
 
     def params_for(self, task: RadiomicsTask) -> Path:
-        """Parameter file for ``task``: the light one for very large ROIs, when configured."""
+        """Parameter file for ``task``: its own if set, the light one for very large ROIs, else ``params``."""
+        if task.params is not None:
+            return Path(task.params)
         large = task.n_voxels > self.max_voxels_full or task.volume_cc > self.max_volume_cc_full
         if self.light_params is not None and large:
             return Path(self.light_params)
         return Path(self.params)
-
-
-@dataclass
-class _State:
-    """Bookkeeping of one ``run_tasks`` call."""
-
-    attempts: dict[int, int] = field(default_factory=dict)
-    ready_at: dict[int, float] = field(default_factory=dict)
-    queue: list[int] = field(default_factory=list)
-    results: dict[int, dict[str, float]] = field(default_factory=dict)
-    failures: dict[int, dict[str, Any]] = field(default_factory=dict)
-
-
-def default_workers() -> int:
-    """Number of worker processes to use by default: all cores but one, at least 1."""
-    return max(1, (os.cpu_count() or 1) - 1)
 
 
 # --------------------------------------------------------------------------- task selection
@@ -138,12 +123,14 @@ _EXTRACTORS: dict[str, Any] = {}
 
 
 def _load_image(image_path: Path | str) -> Any:
-    """The image as a SimpleITK image, read once per process (cached by path)."""
+    """The image as a SimpleITK image, read once per process (cached by path; the last two kept:
+    a course's CT and one MR)."""
     key = str(image_path)
     if key not in _IMAGE_CACHE:
         import SimpleITK as sitk
 
-        _IMAGE_CACHE.clear()  # one image per process at a time
+        while len(_IMAGE_CACHE) >= 2:
+            _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
         _IMAGE_CACHE[key] = sitk.ReadImage(key)
     return _IMAGE_CACHE[key]
 
@@ -161,154 +148,30 @@ def extract_one(image_path: Path | str, task: RadiomicsTask, settings: Radiomics
     """pyradiomics features of one ROI: feature columns only (no ``diagnostics_*``), as floats."""
     import SimpleITK as sitk
 
-    image = _load_image(image_path)
+    image = _load_image(task.image_path or image_path)
     mask = sitk.ReadImage(str(task.mask_path))
     mask = sitk.Cast(mask > 0, sitk.sitkUInt8)  # any non-zero voxel belongs to the ROI (label 1)
     raw = _extractor(settings.params_for(task)).execute(image, mask)
     return {k: float(v) for k, v in raw.items() if not k.startswith("diagnostics_")}
 
 
-def _init_worker(image_path: str) -> None:
-    """Pool initializer: one thread per worker for BLAS/OpenMP/ITK, then read the image once."""
-    for var in THREAD_ENV_VARS:
-        os.environ[var] = "1"
-    try:
-        from threadpoolctl import threadpool_limits
+@dataclass(frozen=True)
+class _Extract:
+    """The pool's work function: features of one task (picklable)."""
 
-        threadpool_limits(1)
-    except ImportError:  # pragma: no cover - threadpoolctl is optional
-        pass
-    import SimpleITK as sitk
+    image_path: str
+    settings: RadiomicsSettings
 
-    sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
-    _load_image(image_path)
+    def __call__(self, task: RadiomicsTask) -> dict[str, float]:
+        return extract_one(self.image_path, task, self.settings)
 
 
-def _work(
-    image_path: str, task: RadiomicsTask, settings: RadiomicsSettings, attempt: int, fault_hook: FaultHook | None
-) -> dict[str, float]:
-    """Worker entry point: run the fault hook (tests), then extract."""
-    if fault_hook is not None:
-        fault_hook(task, attempt)
-    return extract_one(image_path, task, settings)
+def _task_cost(task: RadiomicsTask) -> float:
+    return float(task.n_voxels)
 
 
-# --------------------------------------------------------------------------- the pool
-
-
-def _charge(state: _State, idx: int, task: RadiomicsTask, error: BaseException, settings: RadiomicsSettings) -> None:
-    """Count one failed attempt of task ``idx``: requeue it after a backoff, or record the failure."""
-    n = state.attempts[idx] = state.attempts.get(idx, 0) + 1
-    message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
-    if n >= settings.attempts:
-        state.failures[idx] = {"roi_name": task.roi_name, "source": task.source, "error": message, "attempts": n}
-        log.warning("radiomics %s/%s failed after %d attempts: %s", task.source, task.roi_name, n, message)
-        return
-    delay = settings.backoff_s * 2 ** (n - 1)
-    log.info("radiomics %s/%s attempt %d failed (%s); retry in %.2fs", task.source, task.roi_name, n, message, delay)
-    state.ready_at[idx] = time.monotonic() + delay
-    state.queue.append(idx)
-
-
-def _run_sequential(
-    image_path: Path, tasks: Sequence[RadiomicsTask], settings: RadiomicsSettings, fault_hook: FaultHook | None
-) -> _State:
-    state = _State()
-    for idx, task in enumerate(tasks):
-        state.queue.append(idx)
-        while state.queue:
-            state.queue.pop()
-            time.sleep(max(0.0, state.ready_at.get(idx, 0.0) - time.monotonic()))
-            try:
-                state.results[idx] = _work(str(image_path), task, settings, state.attempts.get(idx, 0) + 1, fault_hook)
-            except Exception as exc:  # noqa: BLE001 - every error is retried, then recorded
-                _charge(state, idx, task, exc, settings)
-    return state
-
-
-def _stop_pool(pool: ProcessPoolExecutor) -> None:
-    """Shut ``pool`` down without waiting on hung or doomed tasks: kill its workers first."""
-    for proc in list((getattr(pool, "_processes", None) or {}).values()):  # no public API in 3.11
-        if proc.is_alive():
-            proc.kill()
-    pool.shutdown(wait=True, cancel_futures=True)
-
-
-def _run_pool(
-    image_path: Path,
-    tasks: Sequence[RadiomicsTask],
-    settings: RadiomicsSettings,
-    workers: int,
-    fault_hook: FaultHook | None,
-) -> _State:
-    state = _State(queue=list(range(len(tasks))))
-    ctx = multiprocessing.get_context("spawn")
-    while state.queue:
-        pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(str(image_path),)
-        )
-        inflight: dict[Future[dict[str, float]], tuple[int, float]] = {}
-        degrade: str | None = None
-        while (state.queue or inflight) and degrade is None:
-            now = time.monotonic()
-            # Submit ready tasks, never more than `workers` at a time, so submit time ~ start time
-            # and the per-task deadline is meaningful.
-            for idx in sorted(state.queue, key=lambda i: state.ready_at.get(i, 0.0)):
-                if len(inflight) >= workers or state.ready_at.get(idx, 0.0) > now:
-                    break
-                state.queue.remove(idx)
-                attempt = state.attempts.get(idx, 0) + 1
-                fut = pool.submit(_work, str(image_path), tasks[idx], settings, attempt, fault_hook)
-                inflight[fut] = (idx, now + settings.timeout_s)
-            wake = [d for _, d in inflight.values()]
-            if len(inflight) < workers:
-                wake += [state.ready_at.get(i, now) for i in state.queue]
-            timeout = max(0.0, min(wake) - now) if wake else 0.0
-            if not inflight:
-                time.sleep(timeout)
-                continue
-            done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
-            for fut in done:
-                idx, _deadline = inflight.pop(fut)
-                try:
-                    state.results[idx] = fut.result()
-                except BrokenProcessPool as exc:  # a worker died (killed, segfault, OOM killer)
-                    _charge(state, idx, tasks[idx], exc, settings)
-                    degrade = "a worker process died"
-                except MemoryError as exc:
-                    _charge(state, idx, tasks[idx], exc, settings)
-                    degrade = "MemoryError"
-                except Exception as exc:  # noqa: BLE001 - retried, then recorded
-                    _charge(state, idx, tasks[idx], exc, settings)
-            now = time.monotonic()
-            for fut, (idx, deadline) in list(inflight.items()):
-                if deadline <= now and not fut.done():
-                    del inflight[fut]
-                    _charge(state, idx, tasks[idx], TimeoutError(f"no result after {settings.timeout_s}s"), settings)
-                    degrade = "a task timed out"
-        if degrade is None:
-            pool.shutdown(wait=True)
-            break
-        # Harvest what finished meanwhile; every other unfinished task goes back in the queue.
-        for fut, (idx, _deadline) in inflight.items():
-            exc = fut.exception() if fut.done() and not fut.cancelled() else None
-            if fut.done() and not fut.cancelled() and exc is None:
-                state.results[idx] = fut.result()
-            elif isinstance(exc, BrokenProcessPool):
-                _charge(state, idx, tasks[idx], exc, settings)  # died with the pool
-            else:
-                state.queue.append(idx)
-        _stop_pool(pool)
-        new_workers = max(1, workers // 2)
-        log.warning(
-            "radiomics: %s; halving workers %d -> %d and resubmitting %d unfinished task(s)",
-            degrade,
-            workers,
-            new_workers,
-            len(state.queue),
-        )
-        workers = new_workers
-    return state
+def _describe(task: RadiomicsTask) -> str:
+    return f"{task.source}/{task.roi_name}"
 
 
 def run_tasks(
@@ -322,22 +185,31 @@ def run_tasks(
     """Extract every task; returns ``(results, failures)`` in task order.
 
     ``results`` rows are ``{roi_name, source, **features}``; ``failures`` rows are
-    ``{roi_name, source, error, attempts}``. Each task gets ``settings.attempts`` tries with
-    exponential backoff (``backoff_s * 2**n``). In the process pool (spawn, one image load and one
-    BLAS/OMP thread per worker), a dead worker, a ``MemoryError`` or a task running past
-    ``timeout_s`` shuts the pool down, halves the workers (at least 1) and resubmits every
-    unfinished task. When a worker dies, every task in flight with it is charged one attempt.
-    ``sequential=True`` runs in this process with the same retries (no timeout).
-    ``fault_hook(task, attempt)``, a picklable callable, runs before each extraction (tests).
+    ``{roi_name, source, error, attempts}``. Runs in :func:`rt_resources.parallel.run_pool`
+    (largest ROI first; each worker reads ``image_path`` once), with ``settings.attempts``
+    tries, exponential backoff and ``settings.timeout_s`` per task; ``sequential=True`` runs
+    in this process with the same retries. ``fault_hook(task, attempt)`` runs before each
+    extraction (tests).
     """
-    if sequential or not tasks:
-        state = _run_sequential(Path(image_path), tasks, settings, fault_hook)
-    else:
-        workers = max(1, int(workers))
-        log.info("Enabled parallel radiomics processing: %d workers (cores-1), thread_limit=1", workers)
-        state = _run_pool(Path(image_path), tasks, settings, workers, fault_hook)
+    outcome = run_pool(
+        _Extract(str(image_path), settings),
+        list(tasks),
+        workers=workers,
+        policy=RetryPolicy(settings.attempts, settings.backoff_s, settings.timeout_s),
+        sequential=sequential,
+        initializer=_load_image,
+        initargs=(str(image_path),),
+        cost=_task_cost,
+        describe=_describe,
+        label="radiomics",
+        fault_hook=fault_hook,
+    )
     results = [
-        {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **state.results[i]} for i in sorted(state.results)
+        {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.results[i]}
+        for i in sorted(outcome.results)
     ]
-    failures = [state.failures[i] for i in sorted(state.failures)]
+    failures = [
+        {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.failures[i]}
+        for i in sorted(outcome.failures)
+    ]
     return results, failures

@@ -8,7 +8,7 @@ from rt_resources.ingest.manifest import SOURCE_UID_FIELDS, build_manifest
 from rt_resources.resources import DataRoot, DicomDrop
 
 
-@asset(partitions_def=course_partitions, code_version="1", kinds={"dicom", "json"})
+@asset(partitions_def=course_partitions, code_version="2", kinds={"dicom", "json"})
 def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_drop: DicomDrop) -> MaterializeResult:
     """The course as found in the drop: patient, study/series/SOP UIDs and every source file
     with its sha256 (courses/<key>/manifest.json). Everything downstream reads its inputs

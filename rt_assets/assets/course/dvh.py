@@ -7,6 +7,7 @@ from rt_resources.dose.course import DOSE_FILE, read_dose_info
 from rt_resources.dvh.course import course_dvh, summary_table
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.ingest.manifest import ManifestError, primary_structure_set, read_manifest, source_files
+from rt_resources.parallel import default_workers
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot
 from rt_resources.structures.rtstruct import read_rois
@@ -15,7 +16,7 @@ from rt_resources.structures.rtstruct import read_rois
 @asset(
     partitions_def=course_partitions,
     deps=["dose_grid", "structure_masks", "totalseg_masks", "custom_structures"],
-    code_version="1",
+    code_version="2",
     kinds={"parquet"},
     # computed in the course run; recomputed when auto or custom structures arrive later
     automation_condition=after_updates(
@@ -47,11 +48,12 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResul
     metrics, curves, notes = course_dvh(
         course_key=context.partition_key,
         patient_id=manifest["patient_id"],
-        dose_image=sitk.ReadImage(str(dose_path), sitk.sitkFloat64),
+        dose_path=dose_path,
         rois=read_rois(structs[0]["abspath"]) if structs else [],
         masks_root=course_dir / "masks",
         prescription_gy=rx,
         single_plane_mm=ct.GetSpacing()[2],
+        workers=default_workers(),
     )
     metrics_path = write_parquet_atomic(course_dir / "dvh_metrics.parquet", metrics)
     write_parquet_atomic(course_dir / "dvh_curves.parquet", curves)
