@@ -30,6 +30,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--second-course", action="store_true", help="add a second course (new study)")
     parser.add_argument("--beam-doses", action="store_true", help="primary dose as one RTDOSE per beam")
     parser.add_argument(
+        "--mr", action="store_true", help="add an MR series (own frame of reference) and a rigid REG to the CT"
+    )
+    parser.add_argument(
         "--patient-position",
         choices=PATIENT_POSITIONS,
         default=_DEFAULTS.patient_position,
@@ -50,4 +53,5 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
         beam_doses=args.beam_doses,
         patient_position=args.patient_position,
         seed=args.seed,
+        mr=args.mr,
     )

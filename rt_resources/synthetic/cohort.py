@@ -7,6 +7,7 @@ Layout (names never come from tag values such as PatientID)::
                                           RTPLAN_primary.dcm
                                           RTDOSE_primary.dcm  (or RTDOSE_primary_beam1.dcm ...)
                                           RTPLAN_boost.dcm, RTDOSE_boost.dcm  (boost=True)
+                                          MR/MR_0001.dcm ..., REG.dcm  (mr=True)
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from .common import CourseContext, UidFactory
 from .ct import ct_grid, write_ct
+from .mr import mr_from_ct_matrix, write_mr
 from .options import DEFAULT_OPTIONS, SynthCourse, SynthFile, SynthOptions, SynthPatient
 from .phantom import (
     BOOST_FRACTIONS,
@@ -23,6 +25,7 @@ from .phantom import (
     PRIMARY_RX_GY,
     make_phantom,
 )
+from .reg import write_reg
 from .rtdose import dose_grid, dose_scaling, quantise, split_beams, write_rtdose
 from .rtplan import PlanSpec, write_rtplan
 from .rtstruct import write_rtstruct
@@ -118,6 +121,19 @@ def _write_course(ctx: CourseContext) -> SynthCourse:
             dose_uids.append(written.sop_instance_uid)
             dose_plan[written.sop_instance_uid] = plan.sop_instance_uid
 
+    mr_fields: dict = {}
+    if opts.mr:
+        mr = write_mr(ctx, ctx.folder / "MR")
+        reg = write_reg(ctx, ct, mr, ctx.folder / "REG.dcm")
+        files += mr.files
+        files.append(reg)
+        mr_fields = {
+            "mr_series_uid": mr.series_uid,
+            "mr_frame_of_reference_uid": mr.frame_of_reference_uid,
+            "reg_uid": reg.sop_instance_uid,
+            "mr_from_ct": tuple(float(v) for v in mr_from_ct_matrix().reshape(16)),
+        }
+
     return SynthCourse(
         patient_id=ctx.patient_id,
         study_uid=ctx.study_uid,
@@ -132,6 +148,7 @@ def _write_course(ctx: CourseContext) -> SynthCourse:
         dose_plan_uids=dose_plan,
         folder=ctx.folder,
         course_number=ctx.course_number,
+        **mr_fields,
     )
 
 

@@ -173,6 +173,32 @@ def base_dataset(
     return ds
 
 
+def set_image_plane(
+    ds: Dataset, grid: Grid, k: int, for_uid: str, patient_position: str, thickness_mm: float, stored: np.ndarray
+) -> None:
+    """Frame of reference, Image Plane and Image Pixel modules of slice ``k`` of ``grid``
+    (``stored``: the slice as little-endian 16-bit integers, signed or unsigned)."""
+    position = grid.slice_position(k)
+    ds.PatientPosition = patient_position
+    ds.FrameOfReferenceUID = for_uid
+    ds.PositionReferenceIndicator = ""
+    ds.ImagePositionPatient = ds_list(position)
+    ds.ImageOrientationPatient = ds_list(grid.orientation)
+    ds.SliceThickness = ds_str(thickness_mm)
+    ds.SliceLocation = ds_str(position[2])
+    ds.PixelSpacing = ds_list([grid.spacing[1], grid.spacing[0]])
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows = grid.shape[1]
+    ds.Columns = grid.shape[2]
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1 if stored.dtype.kind == "i" else 0
+    ds.PixelData = stored.tobytes()
+    ds["PixelData"].VR = "OW"
+
+
 def save(ds: Dataset, path: Path) -> SynthFile:
     """Write ``ds`` as a DICOM Part 10 file (Explicit VR Little Endian) and describe it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import CTImageStorage
 
-from .common import CourseContext, base_dataset, ds_list, ds_str, save
+from .common import CourseContext, base_dataset, save, set_image_plane
 from .geometry import Grid, centred_grid
 from .options import SynthFile, SynthOptions
 from .phantom import Phantom, noisy_hu
@@ -82,29 +82,12 @@ def write_ct(
         ds.ContentTime = ctx.time
         ds.AcquisitionNumber = 1
         ds.KVP = "120"
-        ds.PatientPosition = opts.patient_position
-        ds.FrameOfReferenceUID = ctx.frame_of_reference_uid
-        ds.PositionReferenceIndicator = ""
-        ds.ImagePositionPatient = ds_list(position)
-        ds.ImageOrientationPatient = ds_list(grid.orientation)
-        ds.SliceThickness = ds_str(opts.slice_mm)
-        ds.SliceLocation = ds_str(position[2])
-        ds.PixelSpacing = ds_list([grid.spacing[1], grid.spacing[0]])
-        ds.SamplesPerPixel = 1
-        ds.PhotometricInterpretation = "MONOCHROME2"
-        ds.Rows = grid.shape[1]
-        ds.Columns = grid.shape[2]
-        ds.BitsAllocated = 16
-        ds.BitsStored = 16
-        ds.HighBit = 15
-        ds.PixelRepresentation = 1
+        set_image_plane(ds, grid, k, ctx.frame_of_reference_uid, opts.patient_position, opts.slice_mm, stored)
         ds.RescaleIntercept = str(RESCALE_INTERCEPT)
         ds.RescaleSlope = "1"
         ds.RescaleType = "HU"
         ds.WindowCenter = "40"
         ds.WindowWidth = "400"
-        ds.PixelData = stored.tobytes()
-        ds["PixelData"].VR = "OW"
         files.append(save(ds, folder / f"CT_{k + 1:04d}.dcm"))
         uids.append(uid)
         zs.append(float(position[2]))

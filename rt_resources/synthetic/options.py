@@ -24,6 +24,7 @@ class SynthOptions:
     beam_doses: bool = False  # primary dose as one RTDOSE per beam (DoseSummationType BEAM)
     patient_position: str = "HFS"  # HFS, FFS, HFP or FFP
     seed: int = 0
+    mr: bool = False  # add an MR series (own frame of reference and study) and a rigid REG to the CT
 
     def __post_init__(self) -> None:
         if self.rows < 8 or self.slices < 4:
@@ -63,6 +64,12 @@ class SynthCourse:
     dose_plan_uids: dict[str, str] = field(default_factory=dict)  # dose UID -> plan UID
     folder: Path | None = None
     course_number: int = 1
+    # mr=True only (empty otherwise): the MR series, its frame of reference, the REG, and the
+    # ground truth 4x4 matrix (row-major, 16 floats) mapping CT patient coordinates to MR ones
+    mr_series_uid: str = ""
+    mr_frame_of_reference_uid: str = ""
+    reg_uid: str = ""
+    mr_from_ct: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True)
