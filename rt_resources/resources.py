@@ -90,6 +90,7 @@ class RadiomicsConfig(ConfigurableResource):
     """pyradiomics settings: parameter file (shipped CT.yaml by default), workers, sequential mode."""
 
     params: str = Field(default="", description="pyradiomics parameter YAML; empty = the shipped CT.yaml")
+    mr_params: str = Field(default="", description="parameter YAML for MR images; empty = the shipped MR.yaml")
     workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
     sequential: bool = Field(default=False, description="one ROI at a time, in process (--sequential-radiomics)")
 
@@ -97,7 +98,8 @@ class RadiomicsConfig(ConfigurableResource):
         from rt_resources.radiomics.engine import PARAMS_DIR, RadiomicsSettings
 
         params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
-        return RadiomicsSettings(params=params)
+        mr_params = Path(self.mr_params) if self.mr_params else PARAMS_DIR / "MR.yaml"
+        return RadiomicsSettings(params=params, mr_params=mr_params)
 
     def worker_count(self) -> int:
         from rt_resources.radiomics.engine import default_workers
@@ -127,6 +129,7 @@ def resources_from_env() -> dict:
         ),
         "radiomics_config": RadiomicsConfig(
             params=os.environ.get("RT_RADIOMICS_PARAMS", ""),
+            mr_params=os.environ.get("RT_RADIOMICS_MR_PARAMS", ""),
             workers=int(os.environ.get("RT_RADIOMICS_WORKERS", "0") or 0),
             sequential=os.environ.get("RT_SEQUENTIAL_RADIOMICS", "") in ("1", "true", "yes"),
         ),

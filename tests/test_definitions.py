@@ -10,7 +10,7 @@ def test_asset_graph_snapshot():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "totalseg_masks",
-                     "ct_crop", "custom_structures", "radiomics"}  # fmt: skip
+                     "ct_crop", "custom_structures", "radiomics", "mr_images"}  # fmt: skip
     cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics", "cohort_radiomics"}
     assert set(specs) == course_assets | cohort_assets
     groups = {"totalseg_masks": "segmentation", "ct_crop": "derived", "custom_structures": "derived"}
@@ -32,7 +32,8 @@ def test_asset_graph_snapshot():
     assert specs["totalseg_masks"].automation_condition is not None
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
-    assert parents["radiomics"] == {"ct_image", "structure_masks", "totalseg_masks", "custom_structures"}
+    assert parents["mr_images"] == {"course_manifest", "structure_masks"}
+    assert parents["radiomics"] == {"ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"}
     assert parents["cohort_radiomics"] == {"radiomics"}
     assert specs["cohort_dvh_metrics"].automation_condition is not None
 

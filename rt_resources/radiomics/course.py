@@ -9,16 +9,17 @@ from typing import Any
 
 import pandas as pd
 
-from rt_resources.radiomics.engine import RadiomicsSettings, run_tasks, select_tasks
+from rt_resources.radiomics.engine import RadiomicsSettings, run_tasks, select_mr_tasks, select_tasks
 
 ID_COLUMNS = ["course_key", "patient_id", "roi_name", "source"]
 
 
 def params_sha256(settings: RadiomicsSettings) -> str:
-    """sha256 of the parameter file bytes (followed by the light parameter file's, when set)."""
+    """sha256 of the parameter file bytes, followed by the light and the MR parameter files'."""
     digest = hashlib.sha256(Path(settings.params).read_bytes())
     if settings.light_params is not None:
         digest.update(Path(settings.light_params).read_bytes())
+    digest.update(Path(settings.mr_params).read_bytes())
     return digest.hexdigest()
 
 
@@ -30,8 +31,11 @@ def course_radiomics(
     settings: RadiomicsSettings,
     workers: int,
     sequential: bool = False,
+    mr_root: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
-    """Features of every selected ROI under ``masks_root`` (``<source>/*.nii.gz``).
+    """Features of every selected ROI under ``masks_root`` (``<source>/*.nii.gz``) on the CT and,
+    when ``mr_root`` is given, of every ``mr_root/<label>/masks/<source>/`` ROI on that MR with
+    the MR parameters (source ``<label>/<source>``).
 
     Returns a frame with columns ``course_key, patient_id, roi_name, source`` followed by
     pyradiomics' own feature names (e.g. ``original_shape_MeshVolume``), one row per ROI that
@@ -42,6 +46,9 @@ def course_radiomics(
 
     start = time.perf_counter()
     tasks, skipped = select_tasks(Path(masks_root), settings)
+    if mr_root is not None:
+        mr_tasks, mr_skipped = select_mr_tasks(Path(mr_root), settings)
+        tasks, skipped = tasks + mr_tasks, skipped + mr_skipped
     results, failures = run_tasks(Path(image_path), tasks, settings, workers=workers, sequential=sequential)
     frame = pd.DataFrame(results)
     if frame.empty:

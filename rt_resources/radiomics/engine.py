@@ -45,6 +45,7 @@ class RadiomicsSettings:
 
     params: Path = PARAMS_DIR / "CT.yaml"
     light_params: Path | None = PARAMS_DIR / "CT_light.yaml"
+    mr_params: Path = PARAMS_DIR / "MR.yaml"  #: for masks on MR images (see :func:`select_mr_tasks`)
     min_voxels: int = 10
     max_voxels_full: int = 2_000_000
     max_volume_cc_full: float = 2000.0
@@ -113,6 +114,30 @@ def select_tasks(
                 skipped.append({**base, "reason": f"{n} voxels < min_voxels={settings.min_voxels}"})
                 continue
             tasks.append(RadiomicsTask(roi, source_dir.name, mask_path, n, volume_cc))
+    return tasks, skipped
+
+
+def select_mr_tasks(
+    mr_root: Path, settings: RadiomicsSettings | None = None
+) -> tuple[list[RadiomicsTask], list[dict[str, Any]]]:
+    """Tasks for every ``mr_root/<label>/masks/<source>/*.nii.gz`` on ``mr_root/<label>/image.nii.gz``
+    with the MR parameters; their source is ``<label>/<source>`` (e.g. ``mr1/manual``)."""
+    settings = settings or RadiomicsSettings()
+    tasks: list[RadiomicsTask] = []
+    skipped: list[dict[str, Any]] = []
+    if not Path(mr_root).is_dir():
+        return tasks, skipped
+    for folder in sorted(p for p in Path(mr_root).iterdir() if (p / "image.nii.gz").is_file()):
+        if not (folder / "masks").is_dir():
+            continue
+        found, left_out = select_tasks(folder / "masks", settings)
+        image = folder / "image.nii.gz"
+        tasks += [
+            RadiomicsTask(t.roi_name, f"{folder.name}/{t.source}", t.mask_path, t.n_voxels, t.volume_cc, image,
+                          Path(settings.mr_params))
+            for t in found
+        ]  # fmt: skip
+        skipped += [{**s, "source": f"{folder.name}/{s['source']}"} for s in left_out]
     return tasks, skipped
 
 

@@ -4,6 +4,7 @@ from rt_assets.automation import after_updates
 from rt_assets.lineage import lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import write_parquet_atomic
+from rt_resources.imaging.mr_course import MR_DIR
 from rt_resources.ingest.manifest import ManifestError, read_manifest
 from rt_resources.provenance import sha256_file
 from rt_resources.radiomics.course import course_radiomics, params_sha256
@@ -12,8 +13,8 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
 
 @asset(
     partitions_def=course_partitions,
-    deps=["ct_image", "structure_masks", "totalseg_masks", "custom_structures"],
-    code_version="1",
+    deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
+    code_version="2",
     kinds={"parquet"},
     # computed in the course run; recomputed when auto or custom structures arrive later
     automation_condition=after_updates(
@@ -21,9 +22,10 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
     ),
 )
 def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_config: RadiomicsConfig):
-    """pyradiomics features of every mask of the course (masks/<source>/*.nii.gz) on the CT
-    (courses/<key>/radiomics.parquet: course_key, patient_id, roi_name, source, then one column
-    per feature with pyradiomics' own name). One task per (source, ROI) in a process pool of
+    """pyradiomics features of every mask of the course (masks/<source>/*.nii.gz) on the CT, and
+    of the manual masks mapped onto each MR (mr/<label>/masks/manual, source "<label>/manual")
+    with the MR parameters (courses/<key>/radiomics.parquet: course_key, patient_id, roi_name,
+    source, then one column per feature with pyradiomics' own name). One task per (source, ROI) in a process pool of
     (cores - 1) workers with retries and adaptive halving on memory errors or killed workers;
     couch/support/table ROIs and tiny masks are skipped with the reason; an ROI that still fails
     is recorded here, the others' features are kept."""
@@ -37,7 +39,7 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
     ct_path = course_dir / "ct.nii.gz"
     table, summary = course_radiomics(
         ct_path, course_dir / "masks", context.partition_key, manifest["patient_id"], settings, workers,
-        sequential=radiomics_config.sequential,
+        sequential=radiomics_config.sequential, mr_root=course_dir / MR_DIR,
     )  # fmt: skip
     if summary["n_tasks"] and not summary["n_ok"]:
         raise Failure(
@@ -57,6 +59,7 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
             "seconds": round(summary["seconds"], 2),
             "pyradiomics_version": summary["pyradiomics_version"],
             "params": MetadataValue.path(str(settings.params)),
+            "mr_params": MetadataValue.path(str(settings.mr_params)),
             "params_sha256": params_sha256(settings),
             **lineage_metadata(
                 context,
