@@ -1,0 +1,1 @@
+"""Quality control of a course: checks and preview images."""
