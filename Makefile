@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   := $(CURDIR)/demo
 export DAGSTER_HOME := $(CURDIR)/.dagster
 
-.PHONY: setup demo test ui lint bench clean dagster-home
+.PHONY: setup demo test ui lint bench clean dagster-home browser
 
 setup: $(VENV)/.installed
 
@@ -31,8 +31,15 @@ demo: setup dagster-home
 	@echo "Outputs:     $(DEMO)/output/courses/<course_key>/ and $(DEMO)/output/cohort/"
 	@echo "Open the UI: make ui   (then http://127.0.0.1:3000 -> Assets)"
 
-test: setup
+test: setup browser
 	$(BIN)/python -m pytest -q
+
+# Debian's chromium for the UI test (tests/e2e/test_ui_previews.py); skipped where it cannot be installed
+browser:
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; } || \
+	  echo "chromium not installed: the UI test will be skipped"
 
 ui: setup dagster-home
 	RT_DROP_ROOT=$(DEMO)/drop RT_DATA_ROOT=$(DEMO)/output $(BIN)/dagster dev -w workspace.yaml

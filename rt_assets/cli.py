@@ -2,6 +2,8 @@
 
 rtpipeline synth  --out DIR --patients N [...]      write synthetic DICOM-RT courses
 rtpipeline run    --dicom-root IN --outdir OUT [--workers N] [-v]
+rtpipeline audit  --outdir OUT --course KEY [--roi NAME --metric d95_gy]
+                                                    where a course's numbers came from
 rtpipeline doctor                                   versions, devices, locations
 """
 
@@ -231,6 +233,58 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Print the lineage chain of a course, or of one number of it, from the Dagster event log."""
+    from dagster import DagsterInstance
+
+    from rt_assets.audit import AuditError, course_chain, format_chain, metric_chain, source_files
+    from rt_assets.headless import ensure_dagster_home
+
+    out = Path(args.outdir or os.environ.get("RT_DATA_ROOT", "rt_data")).resolve()
+    course_dir = out / "courses" / args.course
+    if not (course_dir / "manifest.json").exists():
+        known = sorted(p.name for p in (out / "courses").glob("c-*")) if (out / "courses").is_dir() else []
+        log.error(
+            "course %s has no manifest under %s (courses there: %s)", args.course, out, ", ".join(known) or "none"
+        )
+        return 2
+    if bool(args.roi) != bool(args.metric):
+        log.error("--roi and --metric go together")
+        return 2
+    ensure_dagster_home(out / ".dagster")
+    instance = DagsterInstance.get()
+    if args.metric:
+        try:
+            found = metric_chain(instance, course_dir, args.roi, args.metric, args.source)
+        except AuditError as exc:
+            log.error("%s", exc)
+            return 2
+        chain, files = found["chain"], found["source_files"]
+        values = ", ".join(f"{v['value']} ({v['source']})" for v in found["values"])
+        match = {True: "matches", False: "DOES NOT match", None: "no recorded digest for"}[
+            found["table_matches_record"]
+        ]
+        header = [
+            f"{args.metric} of {args.roi} in course {args.course}: {values}",
+            f"   from {found['table']} (sha256 {found['table_sha256']}, {match} the latest materialization)",
+        ]
+    else:
+        chain, files = course_chain(instance, args.course), source_files(course_dir)
+        header = [f"course {args.course}: {len(chain)} materialized assets (newest first), Dagster home "
+                  f"{os.environ['DAGSTER_HOME']}"]  # fmt: skip
+        found = {"course_key": args.course, "chain": chain, "source_files": files}
+    if not chain:
+        log.error("no materialization of course %s in the Dagster instance %s", args.course, os.environ["DAGSTER_HOME"])
+        return 1
+    if args.json:
+        import json
+
+        print(json.dumps(found, indent=2, default=str))
+    else:
+        print(format_chain(chain, files, header))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="rtpipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -260,6 +314,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--radiomics-params", metavar="YAML", help="pyradiomics parameter file (default: shipped CT.yaml)")
     run.add_argument("-v", "--verbose", action="store_true")
     run.set_defaults(func=cmd_run)
+
+    audit = sub.add_parser("audit", help="where a course's numbers came from: files, models, code (event log)")
+    audit.add_argument("--outdir", help="data root of the run (default: $RT_DATA_ROOT); its .dagster instance "
+                       "unless $DAGSTER_HOME is set")  # fmt: skip
+    audit.add_argument("--course", required=True, help="course key (c-...)")
+    audit.add_argument("--roi", help="ROI name as in the tables (with --metric)")
+    audit.add_argument("--metric", help="a DVH column (d95_gy, mean_gy, ...) or a pyradiomics feature name")
+    audit.add_argument("--source", help="mask source of the ROI (manual, totalseg, ...); default: all")
+    audit.add_argument("--json", action="store_true", help="machine-readable output")
+    audit.set_defaults(func=cmd_audit)
 
     doctor = sub.add_parser("doctor", help="print versions, devices, data root and instance location")
     doctor.set_defaults(func=cmd_doctor)

@@ -1,11 +1,12 @@
 """Cohort tables: one course file of every course, stacked into one parquet under cohort/."""
 
 from collections.abc import Callable
+from pathlib import Path
 
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot
@@ -16,15 +17,19 @@ def stack_course_tables(
     data_root: DataRoot,
     file_name: str,
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
+    reader: Callable[[Path], pd.DataFrame] = pd.read_parquet,
+    out_name: str | None = None,
 ) -> MaterializeResult:
-    """Concatenate ``courses/c-*/<file_name>`` into ``cohort/<file_name>``, with lineage metadata."""
+    """Concatenate ``courses/c-*/<file_name>`` (read with ``reader``) into ``cohort/<out_name>``
+    (default: the same name), with lineage metadata."""
     paths = sorted((data_root.root / "courses").glob(f"c-*/{file_name}"))
-    frames = [pd.read_parquet(p) for p in paths]
+    frames = [reader(p) for p in paths]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["course_key", "roi_name"])
     if transform is not None:
         table = transform(table)
-    path = write_parquet_atomic(data_root.cohort_dir() / file_name, table)
+    path = write_parquet_atomic(data_root.cohort_dir() / (out_name or file_name), table)
     return MaterializeResult(
+        data_version=content_version(path),
         metadata={
             "path": MetadataValue.path(str(path)),
             "n_rows": len(table),
@@ -34,5 +39,5 @@ def stack_course_tables(
                 source_uids={"course_keys": sorted(p.parent.name for p in paths)},
                 input_sha256={p.parent.name: sha256_file(p) for p in paths},
             ),
-        }
+        },
     )

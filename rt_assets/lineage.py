@@ -1,10 +1,24 @@
 """Lineage metadata every materialization records: source UIDs, input digests, tool versions."""
 
 from collections.abc import Iterable, Mapping
+from pathlib import Path
 
-from dagster import AssetExecutionContext, MetadataValue
+from dagster import AssetExecutionContext, DataVersion, MetadataValue
 
-from rt_resources.provenance import tool_versions
+from rt_resources.provenance import digest_of, sha256_file, tool_versions
+
+
+def content_version(*paths: Path | str, extra: str = "") -> DataVersion:
+    """The data version of an output: sha256 over the bytes of its files (folders: every file,
+    by relative path), so equal outputs have equal versions and an auditor can recompute it.
+    Downstream materializations record it as their input data version."""
+    parts = []
+    for path in map(Path, paths):
+        files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+        for f in files:
+            if f.exists() and not f.name.startswith("."):
+                parts.append(f"{f.relative_to(path) if path.is_dir() else f.name}:{sha256_file(f)}")
+    return DataVersion(digest_of(parts + ([f"extra:{extra}"] if extra else []))[:32])
 
 
 def lineage_metadata(

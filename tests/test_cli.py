@@ -134,3 +134,11 @@ def test_real_data(tmp_path):
     assert len(dvh) == 9 and (dvh["rx_gy"] == 14.0).all()  # every ROI with contours (Areola has none)
     assert "no dose" in proc.stdout
     assert any(Path(p).name == "phantom.nii.gz" for p in report["path"])
+    # QC: every course has its checks and a preview; the single-slice CT is flagged, not blocked
+    qc = pd.read_parquet(out / "cohort" / "qc.parquet").set_index(["course_key", "check"])
+    assert set(qc.index.get_level_values(0)) == set(courses["course_key"])
+    single = qc.loc[(courses.loc["123456", "course_key"], "ct_geometry")]
+    assert not single["passed"] and single["severity"] == "WARN" and "single CT slice" in single["description"]
+    assert qc.loc[(courses.loc["STS_001", "course_key"], "frame_of_reference"), "passed"]
+    for key in courses["course_key"]:
+        assert (out / "courses" / key / "preview" / "ct_montage.png").exists()

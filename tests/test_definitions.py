@@ -10,8 +10,9 @@ def test_asset_graph_snapshot():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
     course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "totalseg_masks",
-                     "ct_crop", "custom_structures", "radiomics", "mr_images"}  # fmt: skip
-    cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics", "cohort_radiomics"}
+                     "ct_crop", "custom_structures", "radiomics", "mr_images", "course_preview"}  # fmt: skip
+    cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics", "cohort_radiomics", "cohort_qc",
+                     "cohort_audit"}  # fmt: skip
     assert set(specs) == course_assets | cohort_assets
     groups = {"totalseg_masks": "segmentation", "ct_crop": "derived", "custom_structures": "derived"}
     for name in course_assets:
@@ -32,6 +33,8 @@ def test_asset_graph_snapshot():
     assert specs["totalseg_masks"].automation_condition is not None
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
+    assert parents["course_preview"] == {"ct_image", "structure_masks", "dose_grid", "totalseg_masks",
+                                         "custom_structures"}  # fmt: skip
     assert parents["mr_images"] == {"course_manifest", "structure_masks"}
     assert parents["radiomics"] == {"ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"}
     assert parents["cohort_radiomics"] == {"radiomics"}

@@ -42,6 +42,7 @@ MAX_MONTAGE_LEGEND = 12
 MAX_DVH_LEGEND = 20
 TARGET_CLASSES = ("PTV", "CTV", "GTV")
 ROI_INDEX_FILE = "rois.json"  # as rt_resources.structures.masks (not imported: it pulls in pydicom)
+PREVIEW_DIR = "preview"  #: courses/<key>/preview/*.png
 #: distinct colours for outlines, readable on grey CT and beside the dose wash
 OUTLINE_COLOURS = (
     "#e6194b", "#3cb44b", "#ffe119", "#4363d8", "#f58231", "#911eb4",

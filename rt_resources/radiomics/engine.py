@@ -163,8 +163,10 @@ def _load_image(image_path: Path | str) -> Any:
 def _extractor(params: Path) -> Any:
     key = str(params)
     if key not in _EXTRACTORS:
+        import radiomics
         from radiomics import featureextractor
 
+        radiomics.setVerbosity(logging.ERROR)  # its advice ("GLCM is symmetrical ...") once per ROI is noise
         _EXTRACTORS[key] = featureextractor.RadiomicsFeatureExtractor(key)
     return _EXTRACTORS[key]
 

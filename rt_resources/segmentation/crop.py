@@ -91,7 +91,7 @@ class RegionSpec:
     margin_inf_mm: float = DEFAULT_MARGIN_MM
 
 
-_LUNG_LOBES = (
+LUNG_LOBES = (
     "lung_upper_lobe_left",
     "lung_lower_lobe_left",
     "lung_upper_lobe_right",
@@ -117,7 +117,7 @@ REGIONS: dict[str, RegionSpec] = {
             superior=Landmark(
                 ("clavicula_left", "clavicula_right", "lung_upper_lobe_left", "lung_upper_lobe_right"), "top"
             ),
-            inferior=Landmark(_LUNG_LOBES, "bottom", label="lungs"),
+            inferior=Landmark(LUNG_LOBES, "bottom", label="lungs"),
         ),
         RegionSpec(
             "head_neck",

@@ -85,9 +85,13 @@ def test_course_without_dose_skips_dvh_and_says_why(drop, data_root, resources, 
     result = materialize(COURSE, partition_key=key, instance=instance, resources=resources)
     assert result.success
     skipped = [e.step_key for e in result.all_events if e.event_type == DagsterEventType.STEP_SKIPPED]
-    assert skipped == ["dvh"]
-    (obs,) = instance.fetch_observations(AssetKey("dose_grid"), limit=1).records
+    assert skipped == []
+    (mat,) = instance.fetch_materializations(AssetKey("dose_grid"), limit=1).records
+    assert mat.asset_materialization.metadata["has_dose"].value is False
+    assert "no usable RTDOSE" in mat.asset_materialization.metadata["decision"].value
+    (obs,) = instance.fetch_observations(AssetKey("dvh"), limit=1).records
     assert "no usable RTDOSE" in obs.asset_observation.metadata["skipped"].value
+    assert not instance.fetch_materializations(AssetKey("dvh"), limit=1).records
     assert (data_root / "courses" / key / "masks" / "manual" / "BODY.nii.gz").exists()
     assert not (data_root / "courses" / key / "dose.nii.gz").exists()
 

@@ -1,7 +1,7 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.constants import TAG_FINGERPRINT
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import write_json_atomic
 from rt_resources.ingest.manifest import SOURCE_UID_FIELDS, build_manifest
@@ -33,6 +33,7 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
     for f in course.files:
         counts[f.header.kind] = counts.get(f.header.kind, 0) + 1
     return MaterializeResult(
+        data_version=content_version(path),
         metadata={
             "path": MetadataValue.path(str(path)),
             "n_files": len(course.files),
@@ -44,5 +45,5 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
                 source_uids={k: manifest[k] for k in SOURCE_UID_FIELDS},
                 input_sha256={"course_files": course.fingerprint},
             ),
-        }
+        },
     )

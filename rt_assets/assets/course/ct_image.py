@@ -1,33 +1,45 @@
 import numpy as np
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import write_atomic
 from rt_resources.imaging.ct_series import CTSeriesError, read_ct_volume, validate_ct_series
 from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
 from rt_resources.provenance import digest_of
+from rt_resources.qc.checks import ct_geometry, frame_of_reference
 from rt_resources.resources import DataRoot
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="1", kinds={"nifti"})
-def ct_image(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
+@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="2", kinds={"nifti"},
+       check_specs=check_specs("ct_image"))  # fmt: skip
+def ct_image(context: AssetExecutionContext, data_root: DataRoot):
     """The planning CT as one volume in HU (courses/<key>/ct.nii.gz), with origin, spacing
     and direction from the DICOM headers. A series with uneven spacing (a missing slice),
-    gantry tilt or mixed orientation fails with the offending file named."""
+    gantry tilt or mixed orientation fails with the offending file named. Checks (blocking):
+    frame of reference consistent across CT, RTSTRUCT and RTDOSE; CT geometry."""
     import SimpleITK as sitk
 
     course_dir = data_root.course_dir(context.partition_key)
     try:
         manifest = read_manifest(course_dir)
+    except ManifestError as exc:
+        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    qc = evaluate("ct_image", {"frame_of_reference": lambda: frame_of_reference(manifest),
+                               "ct_geometry": lambda: ct_geometry(manifest)})  # fmt: skip
+    try:
         files = source_files(manifest, "CT", manifest["ct_series_uid"])
         geometry = validate_ct_series([f["abspath"] for f in files])
         image = read_ct_volume(geometry)
     except (ManifestError, CTSeriesError) as exc:
+        yield from check_results(context, course_dir, qc)
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
     path = write_atomic(course_dir / "ct.nii.gz", lambda tmp: sitk.WriteImage(image, str(tmp), True))
     hu = sitk.GetArrayViewFromImage(image)
-    return MaterializeResult(
+    yield MaterializeResult(
+        data_version=content_version(path),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(path)),
             "size_voxels": MetadataValue.json(list(geometry.size)),
@@ -50,5 +62,5 @@ def ct_image(context: AssetExecutionContext, data_root: DataRoot) -> Materialize
                     "manifest": manifest["fingerprint"],
                 },
             ),
-        }
+        },
     )

@@ -1,23 +1,25 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from rt_assets.lineage import lineage_metadata, record_skip
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
 from rt_resources.fileio import write_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, read_manifest
 from rt_resources.provenance import digest_of
+from rt_resources.qc.checks import dose_units
 from rt_resources.resources import DataRoot
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="1", kinds={"nifti"},
-       output_required=False)  # fmt: skip
+@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="2", kinds={"nifti"},
+       check_specs=check_specs("dose_grid"))  # fmt: skip
 def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     """The course's total dose in Gy (courses/<key>/dose.nii.gz, dose.json): DoseGridScaling
     applied exactly once; a plan-sum dose as is, BEAM doses of a plan summed, primary and boost
     plans summed on a common grid, doses on another frame of reference never summed. The
-    decision and the prescription are in the metadata. A course without a usable dose
-    (no RTDOSE, or a RELATIVE one) is not materialized: the reason is logged as an observation
-    and the DVH is skipped."""
+    decision and the prescription are in the metadata. A course without a usable dose (no
+    RTDOSE, or a RELATIVE one) materializes with has_dose = false and the reason (dose.json
+    says it too): the course's other stages go on, the DVH is skipped and says why."""
     import SimpleITK as sitk
 
     course_dir = data_root.course_dir(context.partition_key)
@@ -28,15 +30,34 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
     info = dose_info(total, plans)
     components = MetadataValue.json(total.components)
+    lineage = lineage_metadata(
+        context,
+        source_uids={"rtdose_uids": manifest["rtdose_uids"], "rtplan_uids": total.plans_summed},
+        input_sha256={"rtdose_rtplan_files": digest_of(f["sha256"] for f in inputs)},
+    )
     if total.image is None:
-        record_skip(context, total.decision, components=components)
-        return
+        (course_dir / DOSE_FILE).unlink(missing_ok=True)  # never leave an earlier dose for the DVH
+        write_json_atomic(course_dir / DOSE_INFO_FILE, info)
+        context.log.warning(f"course {context.partition_key}: no dose: {total.decision}")
+        if manifest["rtdose_uids"]:  # an RTDOSE that cannot be used (RELATIVE, ...): an error to look at
+            qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(course_dir)})
+        else:
+            qc = not_evaluated("dose_grid", "the course has no RTDOSE")
+        return MaterializeResult(
+            data_version=content_version(course_dir / DOSE_INFO_FILE),
+            metadata={"has_dose": False, "decision": total.decision, "components": components, **lineage},
+            check_results=check_results(context, course_dir, qc),
+        )
     write_json_atomic(course_dir / DOSE_INFO_FILE, info)
     image = sitk.Cast(total.image, sitk.sitkFloat32)
     path = write_atomic(course_dir / DOSE_FILE, lambda tmp: sitk.WriteImage(image, str(tmp), True))
-    yield MaterializeResult(
+    qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(course_dir)})
+    return MaterializeResult(
+        data_version=content_version(path, course_dir / DOSE_INFO_FILE),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(path)),
+            "has_dose": True,
             "decision": total.decision,
             "prescription_gy": total.prescription_gy if total.prescription_gy is not None else "unknown",
             "max_gy": float(sitk.GetArrayViewFromImage(total.image).max()),
@@ -44,10 +65,6 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
             "spacing_mm": MetadataValue.json([round(v, 4) for v in total.image.GetSpacing()]),
             "components": components,
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in total.notes) or "none"),
-            **lineage_metadata(
-                context,
-                source_uids={"rtdose_uids": manifest["rtdose_uids"], "rtplan_uids": total.plans_summed},
-                input_sha256={"rtdose_rtplan_files": digest_of(f["sha256"] for f in inputs)},
-            ),
-        }
+            **lineage,
+        },
     )

@@ -1,14 +1,17 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
-from rt_resources.dose.course import DOSE_FILE, read_dose_info
+from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
+from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, read_dose_info
 from rt_resources.dvh.course import course_dvh, summary_table
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.ingest.manifest import ManifestError, primary_structure_set, read_manifest, source_files
 from rt_resources.parallel import default_workers
 from rt_resources.provenance import sha256_file
+from rt_resources.qc.checks import dose_coverage, dvh_sanity
+from rt_resources.qc.previews import PREVIEW_DIR, dvh_plot_png, png_markdown
 from rt_resources.resources import DataRoot
 from rt_resources.structures.rtstruct import read_rois
 
@@ -16,14 +19,16 @@ from rt_resources.structures.rtstruct import read_rois
 @asset(
     partitions_def=course_partitions,
     deps=["dose_grid", "structure_masks", "totalseg_masks", "custom_structures"],
-    code_version="2",
+    code_version="3",
     kinds={"parquet"},
+    output_required=False,
+    check_specs=check_specs("dvh"),
     # computed in the course run; recomputed when auto or custom structures arrive later
     automation_condition=after_updates(
         required=["dose_grid", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
     ),
 )
-def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
+def dvh(context: AssetExecutionContext, data_root: DataRoot):
     """Dose-volume metrics and curves per ROI (courses/<key>/dvh_metrics.parquet,
     dvh_curves.parquet). Manual ROIs: contour-based, each contour plane a slab, supersampled
     in plane, trilinear dose. Every other masks/<source>/ folder: mask-based, the dose
@@ -33,7 +38,10 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResul
     course_dir = data_root.course_dir(context.partition_key)
     dose_path = course_dir / DOSE_FILE
     if not dose_path.exists():
-        raise Failure(description=f"course {context.partition_key} has no dose.nii.gz: see dose_grid's observation")
+        decision = read_dose_info(course_dir).get("decision", "") if (course_dir / DOSE_INFO_FILE).exists() else ""
+        record_skip(context, f"the course has no dose: {decision or 'see dose_grid'}")
+        yield from check_results(context, course_dir, not_evaluated("dvh", "the course has no dose, no DVH"))
+        return
     try:
         manifest = read_manifest(course_dir)
         struct_uid = primary_structure_set(manifest)
@@ -57,12 +65,24 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResul
     )
     metrics_path = write_parquet_atomic(course_dir / "dvh_metrics.parquet", metrics)
     write_parquet_atomic(course_dir / "dvh_curves.parquet", curves)
-    return MaterializeResult(
+    qc = evaluate(
+        "dvh",
+        {
+            "dose_coverage": lambda: dose_coverage(dose_path, course_dir / "masks" / "manual"),
+            "dvh_sanity": lambda: dvh_sanity(metrics),
+        },
+    )
+    plot = dvh_plot_png(curves, course_dir / PREVIEW_DIR / "dvh.png", prescription_gy=rx, title="cumulative DVH")
+    yield MaterializeResult(
+        data_version=content_version(metrics_path, course_dir / "dvh_curves.parquet"),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(metrics_path)),
+            "output_sha256": sha256_file(metrics_path),
             "n_rois": len(metrics),
             "prescription_gy": rx if rx is not None else "unknown",
             "metrics": MetadataValue.md(summary_table(metrics)),
+            "dvh_plot": MetadataValue.md(png_markdown(plot["path"], alt="DVH", max_width_px=800)),
             "skipped": MetadataValue.json(notes),
             "conventions": MetadataValue.md(
                 "cumulative DVH; D_x = minimum dose of the hottest x %; 1 mGy histogram bins; "
@@ -76,5 +96,5 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResul
                     "rtstruct": structs[0]["sha256"] if structs else "",
                 },
             ),
-        }
+        },
     )

@@ -1,6 +1,6 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.imaging.mr_course import MR_DIR, course_mr_images, mr_series_of
 from rt_resources.ingest.manifest import ManifestError, read_manifest
@@ -30,6 +30,7 @@ def mr_images(context: AssetExecutionContext, data_root: DataRoot):
         )
     files = [f for f in manifest["files"] if f["kind"] in ("MR", "REG")]
     return MaterializeResult(
+        data_version=content_version(course_dir / MR_DIR),
         metadata={
             "path": MetadataValue.path(str(course_dir / MR_DIR)),
             "n_series": len(records),
@@ -43,5 +44,5 @@ def mr_images(context: AssetExecutionContext, data_root: DataRoot):
                 },
                 input_sha256={"mr_reg_files": digest_of(f["sha256"] for f in files)},
             ),
-        }
+        },
     )

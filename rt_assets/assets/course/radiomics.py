@@ -1,12 +1,14 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.imaging.mr_course import MR_DIR
 from rt_resources.ingest.manifest import ManifestError, read_manifest
 from rt_resources.provenance import sha256_file
+from rt_resources.qc.checks import radiomics_nan
 from rt_resources.radiomics.course import course_radiomics, params_sha256
 from rt_resources.resources import DataRoot, RadiomicsConfig
 
@@ -16,6 +18,7 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
     deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
     code_version="2",
     kinds={"parquet"},
+    check_specs=check_specs("radiomics"),
     # computed in the course run; recomputed when auto or custom structures arrive later
     automation_condition=after_updates(
         required=["ct_image", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
@@ -47,9 +50,13 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
             metadata={"failures": MetadataValue.json(summary["failures"])},
         )
     path = write_parquet_atomic(course_dir / "radiomics.parquet", table)
+    qc = evaluate("radiomics", {"radiomics_nan": lambda: radiomics_nan(table)})
     return MaterializeResult(
+        data_version=content_version(path),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(path)),
+            "output_sha256": sha256_file(path),
             "n_rois": summary["n_ok"],
             "n_features": max(0, table.shape[1] - 4),
             "partial": bool(summary["failures"]),
@@ -67,5 +74,5 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
                 input_sha256={"ct.nii.gz": sha256_file(ct_path), "params": params_sha256(settings)},
                 extra_tools=("pyradiomics-bhklab",),
             ),
-        }
+        },
     )

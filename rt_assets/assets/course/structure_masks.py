@@ -1,16 +1,19 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, primary_structure_set, read_manifest, source_files
 from rt_resources.provenance import sha256_file
+from rt_resources.qc.checks import mask_vs_contour_volume, structure_boundary
 from rt_resources.resources import DataRoot
 from rt_resources.structures.masks import ROI_INDEX_FILE, write_masks
 from rt_resources.structures.rtstruct import read_rois
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest", "ct_image"], code_version="1", kinds={"nifti"})
+@asset(partitions_def=course_partitions, deps=["course_manifest", "ct_image"], code_version="1", kinds={"nifti"},
+       check_specs=check_specs("structure_masks"))  # fmt: skip
 def structure_masks(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """Every ROI of the course's RTSTRUCT as a mask on the CT grid
     (courses/<key>/masks/manual/<roi>.nii.gz, uint8), voxel centres inside the contours
@@ -38,9 +41,18 @@ def structure_masks(context: AssetExecutionContext, data_root: DataRoot) -> Mate
     holder = {}
     folder = replace_dir_atomic(course_dir / "masks" / "manual", lambda tmp: holder.update(records=write(tmp)))
     records = holder["records"]
+    qc = evaluate(
+        "structure_masks",
+        {
+            "structure_boundary": lambda: structure_boundary(ct_path, folder),
+            "mask_vs_contour_volume": lambda: mask_vs_contour_volume(rois, folder, ct.GetSpacing()[2]),
+        },
+    )
     empty = [r["roi_name"] for r in records if r["empty"]]
     noted = {r["roi_name"]: r["notes"] for r in records if r["notes"]}
     return MaterializeResult(
+        data_version=content_version(folder),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(folder)),
             "n_rois": len(records),
@@ -53,5 +65,5 @@ def structure_masks(context: AssetExecutionContext, data_root: DataRoot) -> Mate
                 source_uids={"rtstruct_uid": struct_uid, "ct_series_uid": manifest["ct_series_uid"]},
                 input_sha256={"rtstruct": struct["sha256"], "ct.nii.gz": sha256_file(ct_path)},
             ),
-        }
+        },
     )

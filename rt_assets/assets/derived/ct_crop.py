@@ -1,10 +1,12 @@
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata, record_skip
+from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
+from rt_resources.qc.checks import structure_boundary
 from rt_resources.resources import DataRoot, SegmentationConfig
 from rt_resources.segmentation.crop import REGIONS, LandmarkError, crop_bounds, crop_image
 
@@ -17,6 +19,7 @@ CROPS_DIR = "crops"  #: courses/<key>/crops/<region>/: never beside the full-siz
     code_version="1",
     kinds={"nifti"},
     output_required=False,
+    check_specs=check_specs("ct_crop"),
     automation_condition=after_updates(required=["ct_image", "totalseg_masks"]),
 )
 def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig):
@@ -35,6 +38,7 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
     totalseg = {p.name[: -len(".nii.gz")]: p for p in (course_dir / "masks" / "totalseg").glob("*.nii.gz")}
     if not totalseg:
         record_skip(context, "no TotalSegmentator masks for this course: no landmarks to crop to")
+        yield from check_results(context, course_dir, not_evaluated("ct_crop", "no crop (no TotalSegmentator masks)"))
         return
     loaded = {}
 
@@ -66,7 +70,11 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
             write_json_atomic(out / "bounds.json", _bounds_json(bounds))
 
     folder = replace_dir_atomic(course_dir / CROPS_DIR, write)
+    masks = course_dir / "masks" / "manual"
+    qc = evaluate("ct_crop", {"crop_boundary": lambda: structure_boundary(ct_path, masks, folder)})
     yield MaterializeResult(
+        data_version=content_version(folder),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(folder)),
             "regions": MetadataValue.json({r: _bounds_json(b) for r, b in results.items()}),
@@ -76,7 +84,7 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
                 source_uids={"course_key": context.partition_key},
                 input_sha256={"ct.nii.gz": sha256_file(ct_path)},
             ),
-        }
+        },
     )
 
 

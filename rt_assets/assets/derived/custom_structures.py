@@ -3,7 +3,7 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
-from rt_assets.lineage import lineage_metadata, record_skip
+from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
@@ -47,6 +47,7 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
     folder = replace_dir_atomic(course_dir / "masks" / "custom", write)
     records = holder["records"]
     yield MaterializeResult(
+        data_version=content_version(folder),
         metadata={
             "path": MetadataValue.path(str(folder)),
             "structures": MetadataValue.json(records),
@@ -55,5 +56,5 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
                 source_uids={"rules": str(rules)},
                 input_sha256={"rules": sha256_file(rules)},
             ),
-        }
+        },
     )

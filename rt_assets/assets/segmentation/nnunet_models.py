@@ -14,7 +14,7 @@ from dagster import (
 )
 
 from rt_assets.constants import GPU_POOL, SEGMENTATION_GROUP
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import digest_of, sha256_file
@@ -63,6 +63,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
             folder = replace_dir_atomic(course_dir / "masks" / model.name, write)
         checkpoints = sorted(model.trained_folder.rglob(model.checkpoint))
         return MaterializeResult(
+            data_version=content_version(folder),
             metadata={
                 "path": MetadataValue.path(str(folder)),
                 "labels": MetadataValue.json(sorted(model.labels.values())),
@@ -77,7 +78,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
                     },
                     extra_tools=("torch", "nnunetv2"),
                 ),
-            }
+            },
         )
 
     return _model_asset

@@ -1,11 +1,13 @@
 from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.constants import GPU_POOL
-from rt_assets.lineage import lineage_metadata
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
 from rt_resources.provenance import sha256_file
+from rt_resources.qc.checks import autoseg_completeness
 from rt_resources.resources import DataRoot, TotalSegmentator
 from rt_resources.segmentation.totalseg import (
     DeviceUnavailable,
@@ -27,6 +29,7 @@ RTSTRUCT_FILE = "rtstruct_totalseg.dcm"
     code_version="1",
     kinds={"pytorch", "nifti", "dicom"},
     automation_condition=AutomationCondition.eager(),
+    check_specs=check_specs("totalseg_masks"),
 )
 def totalseg_masks(
     context: AssetExecutionContext, data_root: DataRoot, totalsegmentator: TotalSegmentator
@@ -70,7 +73,10 @@ def totalseg_masks(
     rtstruct = export_rtstruct(
         non_empty, [f["abspath"] for f in ct_files], ct_path, course_dir / RTSTRUCT_FILE, "TotalSegmentator"
     )
+    qc = evaluate("totalseg_masks", {"autoseg_completeness": lambda: autoseg_completeness(folder)})
     return MaterializeResult(
+        data_version=content_version(folder, rtstruct),
+        check_results=check_results(context, course_dir, qc),
         metadata={
             "path": MetadataValue.path(str(folder)),
             "n_classes": len(holder["names"]),
@@ -96,7 +102,7 @@ def totalseg_masks(
                     "roi_subset": list(settings.roi_subset),
                 }  # fmt: skip
             ),
-        }
+        },
     )
 
 

@@ -1,0 +1,262 @@
+"""Benchmark: one course through the Dagster graph vs the same engine calls in a plain loop.
+
+A synthetic course with a realistic CT (256 x 256 x 120 slices, 2 x 2 x 3 mm, primary + boost
+plan, 8 ROIs) is written once. Then, each in a fresh Python process (so imports count the same
+way for both), measured in the same run:
+
+* ``plain``: the engine functions each course asset calls (manifest, CT volume, total dose,
+  masks, DVH, radiomics, MR, preview, QC checks), in a loop, no Dagster;
+* ``dagster in-process``: ``course_job`` for the partition with the in-process executor on a
+  persistent SQLite instance (what ``rtpipeline run`` does per course);
+* ``dagster multiprocess``: the same job with the multiprocess executor (what runs from the
+  UI and the sensor use: one process per step).
+
+Each is repeated ``--repeat`` times (median reported). The report gives the ratio to the plain
+loop and where Dagster's extra time goes: the process's imports, run setup before the first
+step, the sum of step times (compute + Dagster's per-step work), the gap between steps, and
+the number of events written.
+
+    .venv/bin/python benchmarks/overhead.py [--repeat 3] [--rows 256 --slices 120]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PARAMS = ROOT / "rt_resources" / "radiomics" / "params" / "CT_demo.yaml"
+SECRET = "benchmark-secret"
+
+
+def plain_loop(drop: Path, out: Path, params: Path) -> dict:
+    """The engine calls of the course assets, in order, without Dagster."""
+    t0 = time.perf_counter()
+    import SimpleITK as sitk
+
+    from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
+    from rt_resources.dvh.course import course_dvh
+    from rt_resources.fileio import write_atomic, write_json_atomic, write_parquet_atomic
+    from rt_resources.imaging.ct_series import read_ct_volume, validate_ct_series
+    from rt_resources.imaging.mr_course import course_mr_images
+    from rt_resources.ingest.manifest import build_manifest, primary_structure_set, source_files
+    from rt_resources.ingest.survey import survey_drop
+    from rt_resources.parallel import default_workers
+    from rt_resources.qc import checks
+    from rt_resources.qc.previews import ct_montage_png, dvh_plot_png
+    from rt_resources.radiomics.course import course_radiomics
+    from rt_resources.radiomics.engine import RadiomicsSettings
+    from rt_resources.structures.masks import ROI_INDEX_FILE, write_masks
+    from rt_resources.structures.rtstruct import read_rois
+
+    t_import = time.perf_counter() - t0
+    stages: dict[str, float] = {}
+
+    def stage(name, fn):
+        start = time.perf_counter()
+        result = fn()
+        stages[name] = time.perf_counter() - start
+        return result
+
+    survey = stage("survey", lambda: survey_drop(drop, out))
+    course = survey.courses[0]
+    cdir = out / "courses" / course.key
+    manifest = stage("course_manifest", lambda: build_manifest(course, drop))
+    write_json_atomic(cdir / "manifest.json", manifest)
+
+    def ct():
+        files = source_files(manifest, "CT", manifest["ct_series_uid"])
+        image = read_ct_volume(validate_ct_series([f["abspath"] for f in files]))
+        write_atomic(cdir / "ct.nii.gz", lambda tmp: sitk.WriteImage(image, str(tmp), True))
+        checks.frame_of_reference(manifest)
+        checks.ct_geometry(manifest)
+        return image
+
+    image = stage("ct_image", ct)
+
+    def dose():
+        total, plans, _ = course_total_dose(manifest)
+        write_json_atomic(cdir / DOSE_INFO_FILE, dose_info(total, plans))
+        img = sitk.Cast(total.image, sitk.sitkFloat32)
+        write_atomic(cdir / DOSE_FILE, lambda tmp: sitk.WriteImage(img, str(tmp), True))
+        checks.dose_units(cdir)
+        return total
+
+    total = stage("dose_grid", dose)
+    uid = primary_structure_set(manifest)
+    struct = [f for f in source_files(manifest, "RTSTRUCT") if f["sop_instance_uid"] == uid][0]
+
+    def masks():
+        rois = read_rois(struct["abspath"])
+        folder = cdir / "masks" / "manual"
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json_atomic(folder / ROI_INDEX_FILE, write_masks(rois, image, folder))
+        checks.structure_boundary(cdir / "ct.nii.gz", folder)
+        checks.mask_vs_contour_volume(rois, folder, image.GetSpacing()[2])
+        return rois
+
+    rois = stage("structure_masks", masks)
+    stage("mr_images", lambda: course_mr_images(manifest, cdir))
+
+    def dvh():
+        m, c, _ = course_dvh(course.key, manifest["patient_id"], cdir / DOSE_FILE, rois, cdir / "masks",
+                             total.prescription_gy, image.GetSpacing()[2], workers=default_workers())  # fmt: skip
+        write_parquet_atomic(cdir / "dvh_metrics.parquet", m)
+        write_parquet_atomic(cdir / "dvh_curves.parquet", c)
+        checks.dose_coverage(cdir / DOSE_FILE, cdir / "masks" / "manual")
+        checks.dvh_sanity(m)
+        dvh_plot_png(c, cdir / "preview" / "dvh.png", prescription_gy=total.prescription_gy)
+
+    stage("dvh", dvh)
+
+    def radiomics():
+        settings = RadiomicsSettings(params=params)
+        table, _ = course_radiomics(cdir / "ct.nii.gz", cdir / "masks", course.key, manifest["patient_id"],
+                                    settings, default_workers(), mr_root=cdir / "mr")  # fmt: skip
+        write_parquet_atomic(cdir / "radiomics.parquet", table)
+        checks.radiomics_nan(table)
+
+    stage("radiomics", radiomics)
+    stage("course_preview", lambda: ct_montage_png(
+        cdir / "ct.nii.gz", cdir / "preview" / "ct_montage.png", manual_masks_dir=cdir / "masks" / "manual",
+        dose_path=cdir / DOSE_FILE, prescription_gy=total.prescription_gy))  # fmt: skip
+    return {"import_s": t_import, "stages": stages}
+
+
+def multiprocess_course_job():
+    """course_job with the project's default (multiprocess) executor, as UI and sensor runs use it."""
+    from rt_assets.constants import COURSE_JOB
+    from rt_assets.definitions import build_definitions
+
+    return build_definitions().resolve_job_def(COURSE_JOB)
+
+
+def dagster_run(drop: Path, out: Path, mode: str) -> dict:
+    """course_job for the course's partition on the instance in $DAGSTER_HOME; step timings from its events."""
+    t0 = time.perf_counter()
+    from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructable
+
+    import rt_assets.definitions  # noqa: F401  (the code location, as a run process loads it)
+    from rt_assets import headless
+    from rt_assets.partitions import course_partitions
+    from rt_resources.ingest.survey import survey_drop
+
+    t_import = time.perf_counter() - t0
+    key = survey_drop(drop, out).courses[0].key
+    instance = DagsterInstance.get()
+    instance.add_dynamic_partitions(course_partitions.name, [key])
+    target = headless.course_job_in_process if mode == "in_process" else multiprocess_course_job
+    start = time.perf_counter()
+    result = execute_job(reconstructable(target), instance=instance, tags={"dagster/partition": key},
+                         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})  # fmt: skip
+    wall = time.perf_counter() - start
+    assert result.success, [e.message for e in result.all_events if e.is_failure]
+    events = instance.all_logs(result.run_id)
+    starts, ends = {}, {}
+    for e in events:
+        kind = e.dagster_event.event_type if e.dagster_event else None
+        if kind == DagsterEventType.STEP_START:
+            starts[e.step_key] = e.timestamp
+        elif kind in (DagsterEventType.STEP_SUCCESS, DagsterEventType.STEP_FAILURE):
+            ends[e.step_key] = e.timestamp
+    first = min(e.timestamp for e in events)
+    return {
+        "import_s": t_import,
+        "wall_s": wall,
+        "steps": {k: ends[k] - starts[k] for k in starts if k in ends},
+        "n_events": len(events),
+        "setup_s": min(starts.values()) - first,
+        "span_s": max(ends.values()) - min(starts.values()),
+    }
+
+
+def write_course(drop: Path, rows: int, slices: int) -> None:
+    from rt_resources.synthetic import SynthOptions, write_patient
+
+    write_patient(drop, 0, SynthOptions(rows=rows, slices=slices, pixel_mm=500 / rows, slice_mm=3.0, boost=True))
+
+
+def run_python(args: list[str], env: dict) -> tuple[float, dict]:
+    """This script in a fresh process (``plain`` or ``dagster`` mode); its JSON report."""
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, __file__, *args], cwd=ROOT, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stderr[-4000:])
+    return wall, json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=256)
+    parser.add_argument("--slices", type=int, default=120)
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="rt-overhead-"))
+    env = {**os.environ, "RT_SITE_SECRET": SECRET, "PYTHONPATH": str(ROOT),
+           "RT_RADIOMICS_PARAMS": str(PARAMS), "RT_TOTALSEG_DEVICE": "cpu"}  # fmt: skip
+    env.pop("DAGSTER_HOME", None)
+    try:
+        drop = work / "drop"
+        write_course(drop, args.rows, args.slices)
+        n_files = sum(1 for _ in drop.rglob("*.dcm"))
+        results: dict[str, list] = {"plain": [], "dagster in-process": [], "dagster multiprocess": []}
+        for i in range(args.repeat):
+            for label in results:
+                out = work / f"out-{i}-{label.replace(' ', '_')}"
+                home = out / ".dagster"
+                home.mkdir(parents=True)
+                shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
+                run_env = {**env, "DAGSTER_HOME": str(home), "RT_DATA_ROOT": str(out), "RT_DROP_ROOT": str(drop)}
+                if label == "plain":
+                    wall, info = run_python(["--plain", str(drop), str(out)], run_env)
+                else:
+                    mode = "in_process" if "in-process" in label else "multiprocess"
+                    wall, info = run_python(["--dagster", mode, str(drop), str(out)], run_env)
+                results[label].append((wall, info))
+                print(f"  run {i + 1} {label:22} {wall:6.2f} s", flush=True)
+        print(f"\nCourse: CT {args.rows}x{args.rows}x{args.slices}, {n_files} DICOM files, primary + boost; "
+              f"{os.cpu_count()} CPUs; medians of {args.repeat}\n")  # fmt: skip
+        base = statistics.median(w for w, _ in results["plain"])
+        print(f"{'mode':24} {'process wall s':>14} {'vs plain':>9} {'imports s':>10}")
+        for label, runs in results.items():
+            wall = statistics.median(w for w, _ in runs)
+            imports = statistics.median(i["import_s"] for _, i in runs)
+            print(f"{label:24} {wall:14.2f} {wall / base:8.2f}x {imports:10.2f}")
+        plain_stages = {k: statistics.median(i["stages"][k] for _, i in results["plain"])
+                        for k in results["plain"][0][1]["stages"]}  # fmt: skip
+        print("\nwhere the time goes (medians, s):")
+        for label in ("dagster in-process", "dagster multiprocess"):
+            runs = [i for _, i in results[label]]
+            steps = {k: statistics.median(r["steps"].get(k, 0.0) for r in runs) for k in runs[0]["steps"]}
+            setup = statistics.median(r["setup_s"] for r in runs)
+            span = statistics.median(r["span_s"] for r in runs)
+            run_wall = statistics.median(r["wall_s"] for r in runs)
+            print(f"  {label}: execute_job {run_wall:.2f} = setup before first step {setup:.2f} + steps span "
+                  f"{span:.2f} + teardown {run_wall - setup - span:.2f}; sum of step times {sum(steps.values()):.2f}; "
+                  f"{statistics.median(r['n_events'] for r in runs):.0f} events")  # fmt: skip
+            for step, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
+                engine = plain_stages.get(step)
+                extra = f"   (plain loop {engine:.2f})" if engine is not None else ""
+                print(f"      {step:18} {seconds:6.2f}{extra}")
+        print(f"  plain: survey {plain_stages.pop('survey'):.2f} + " + " + ".join(
+            f"{k} {v:.2f}" for k, v in plain_stages.items()))  # fmt: skip
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["--plain"]:
+        print(json.dumps(plain_loop(Path(sys.argv[2]), Path(sys.argv[3]), PARAMS)))
+    elif sys.argv[1:2] == ["--dagster"]:
+        print(json.dumps(dagster_run(Path(sys.argv[3]), Path(sys.argv[4]), sys.argv[2])))
+    else:
+        main()
