@@ -7,9 +7,13 @@ way for both), measured in the same run:
 * ``plain``: the engine functions each course asset calls (manifest, CT volume, total dose,
   masks, DVH, radiomics, MR, preview, QC checks), in a loop, no Dagster;
 * ``dagster in-process``: ``course_job`` for the partition with the in-process executor on a
-  persistent SQLite instance (what ``rtpipeline run`` does per course);
-* ``dagster multiprocess``: the same job with the multiprocess executor (what runs from the
-  UI and the sensor use: one process per step).
+  persistent SQLite instance (what ``rtpipeline run`` does per course, and what UI and sensor
+  runs use when there is one step worker, as on a 2-core machine);
+* ``multiprocess, forkserver``: the code location's job with the multiprocess executor forced
+  (``RT_STEP_EXECUTOR=multiprocess``; the default with two or more step workers): one process
+  per step, forked from a forkserver with the code preloaded;
+* ``multiprocess, spawn``: the same with Dagster's default start method (each step process
+  imports everything again), to show why the project uses the forkserver.
 
 Each is repeated ``--repeat`` times (median reported). The report gives the ratio to the plain
 loop and where Dagster's extra time goes: the process's imports, run setup before the first
@@ -131,14 +135,6 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
     return {"import_s": t_import, "stages": stages}
 
 
-def multiprocess_course_job():
-    """course_job with the project's default (multiprocess) executor, as UI and sensor runs use it."""
-    from rt_assets.constants import COURSE_JOB
-    from rt_assets.definitions import build_definitions
-
-    return build_definitions().resolve_job_def(COURSE_JOB)
-
-
 def dagster_run(drop: Path, out: Path, mode: str) -> dict:
     """course_job for the course's partition on the instance in $DAGSTER_HOME; step timings from its events."""
     t0 = time.perf_counter()
@@ -153,9 +149,15 @@ def dagster_run(drop: Path, out: Path, mode: str) -> dict:
     key = survey_drop(drop, out).courses[0].key
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions(course_partitions.name, [key])
-    target = headless.course_job_in_process if mode == "in_process" else multiprocess_course_job
+    if mode == "in_process":  # what rtpipeline run does
+        job = reconstructable(headless.course_job_in_process)
+    else:  # the code location's own job, as the daemon launches it (multiprocess executor)
+        from dagster._core.definitions.reconstruct import ReconstructableRepository
+
+        repo = ReconstructableRepository.for_module("rt_assets.definitions", "defs", str(ROOT))
+        job = repo.get_reconstructable_job("course_job")
     start = time.perf_counter()
-    result = execute_job(reconstructable(target), instance=instance, tags={"dagster/partition": key},
+    result = execute_job(job, instance=instance, tags={"dagster/partition": key},
                          run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})  # fmt: skip
     wall = time.perf_counter() - start
     assert result.success, [e.message for e in result.all_events if e.is_failure]
@@ -208,7 +210,8 @@ def main() -> None:
         drop = work / "drop"
         write_course(drop, args.rows, args.slices)
         n_files = sum(1 for _ in drop.rglob("*.dcm"))
-        results: dict[str, list] = {"plain": [], "dagster in-process": [], "dagster multiprocess": []}
+        results: dict[str, list] = {"plain": [], "dagster in-process": [], "multiprocess, forkserver": [],
+                                    "multiprocess, spawn": []}  # fmt: skip
         for i in range(args.repeat):
             for label in results:
                 out = work / f"out-{i}-{label.replace(' ', '_')}"
@@ -216,6 +219,10 @@ def main() -> None:
                 home.mkdir(parents=True)
                 shutil.copy(ROOT / "dagster.yaml", home / "dagster.yaml")
                 run_env = {**env, "DAGSTER_HOME": str(home), "RT_DATA_ROOT": str(out), "RT_DROP_ROOT": str(drop)}
+                if label.startswith("multiprocess"):  # forced, whatever the number of step workers
+                    run_env["RT_STEP_EXECUTOR"] = "multiprocess"
+                if label == "multiprocess, spawn":  # Dagster's default start method, for comparison
+                    run_env["RT_STEP_START_METHOD"] = "spawn"
                 if label == "plain":
                     wall, info = run_python(["--plain", str(drop), str(out)], run_env)
                 else:
@@ -234,7 +241,7 @@ def main() -> None:
         plain_stages = {k: statistics.median(i["stages"][k] for _, i in results["plain"])
                         for k in results["plain"][0][1]["stages"]}  # fmt: skip
         print("\nwhere the time goes (medians, s):")
-        for label in ("dagster in-process", "dagster multiprocess"):
+        for label in ("dagster in-process", "multiprocess, forkserver", "multiprocess, spawn"):
             runs = [i for _, i in results[label]]
             steps = {k: statistics.median(r["steps"].get(k, 0.0) for r in runs) for k in runs[0]["steps"]}
             setup = statistics.median(r["setup_s"] for r in runs)

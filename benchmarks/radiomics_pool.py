@@ -53,6 +53,18 @@ def main() -> None:
         settings = RadiomicsSettings(params=args.params)
         tasks, skipped = select_tasks(masks, settings)
         print(f"CPUs: {os.cpu_count()}; {len(tasks)} ROIs; params {args.params.name}; skipped {len(skipped)}")
+        # per-ROI cost in process: the bound any 2-worker schedule meets (the largest ROI, or half the total)
+        from rt_resources.radiomics.engine import extract_one
+
+        costs = {}
+        for task in tasks:
+            start = time.perf_counter()
+            extract_one(ct_path, task, settings)
+            costs[f"{task.source}/{task.roi_name}"] = time.perf_counter() - start
+        total = sum(costs.values())
+        bound = total / max(max(costs.values()), total / 2)
+        print("per-ROI seconds (in process): " + ", ".join(f"{k} {v:.1f}" for k, v in costs.items()))
+        print(f"sum {total:.1f} s; largest ROI {max(costs.values()):.1f} s; best possible with 2 workers {bound:.2f}x")
         rows = []
         baseline = None
         for label, workers, sequential in (("sequential (in process)", 1, True), ("pool, 1 worker", 1, False),

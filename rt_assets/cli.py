@@ -39,7 +39,7 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
         f"CPU cores:                          {cores}",
         f"Course runs at once (--workers):    {workers}" + ("  (default: cores - 1)" if args.workers is None else ""),
         "Steps within a CLI run:             in process (one process per course run)",
-        f"UI / sensor runs (multiprocess):    {max(1, cores - 1)} step workers (cores - 1, $RT_WORKERS)",
+        f"UI / sensor runs:                   {_step_executor_line()}",
         f"Segmentation (--seg-workers):       {args.seg_workers or default_seg_workers(args.totalseg_device)} at a "
         f"time, device {args.totalseg_device}, {default_threads()} resampling threads"
         " (runs tagged rt/gpu: one GPU run at a time)",
@@ -48,6 +48,15 @@ def _parallelization_block(args: argparse.Namespace, workers: int) -> str:
         "=====================================",
     ]
     return "\n".join(lines)
+
+
+def _step_executor_line() -> str:
+    from rt_assets.executors import default_workers, step_executor
+
+    workers = default_workers()
+    if step_executor().name == "in_process":
+        return f"steps in process ({workers} step worker: a process per step would only add start-up)"
+    return f"multiprocess, {workers} step workers (cores - 1, $RT_WORKERS), forked from a preloaded forkserver"
 
 
 def cmd_synth(args: argparse.Namespace) -> int:
@@ -103,7 +112,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     print("\n=== Courses ===")
     print(
-        f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6} {'DVH ROIs':>8}  outputs"
+        f"{'course':<16} {'status':<8} {'CT':>4} {'RTSTRUCT':>8} {'RTPLAN':>6} {'RTDOSE':>6} {'DVH ROIs':>8} "
+        f"{'QC':<12} outputs"
     )
     for c in survey.courses:
         failed = [o for o in outcomes if o.subject == c.key and not o.success]
@@ -112,7 +122,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         n_ct = sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid)
         print(
             f"{c.key:<16} {status:<8} {n_ct:>4} {len(c.struct_uids):>8} {len(c.plan_uids):>6} "
-            f"{len(c.dose_uids):>6} {_dvh_rois(out / 'courses' / c.key):>8}  {out / 'courses' / c.key}"
+            f"{len(c.dose_uids):>6} {_dvh_rois(out / 'courses' / c.key):>8} {_qc_summary(out / 'courses' / c.key):<12} "
+            f"{out / 'courses' / c.key}"
         )
         if o is not None:
             print(f"{'':<16} {o.job}: {o.error}")
@@ -120,6 +131,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
     print(f"DVH metrics of all courses: {out / 'cohort' / 'dvh_metrics.parquet'}")
     print(f"radiomics of all courses:   {out / 'cohort' / 'radiomics.parquet'}")
+    print(f"quality checks:             {out / 'cohort' / 'qc.parquet'} (per course: courses/<key>/qc.json)")
+    print(f"where a number came from:   rtpipeline audit --outdir {out} --course <key> [--roi NAME --metric d95_gy]")
     print(f"runs and lineage in the UI: RT_DROP_ROOT={drop} RT_DATA_ROOT={out} DAGSTER_HOME={home} \\")
     print("    dagster dev -w workspace.yaml   (for the demo: make ui)")
     failed = [o for o in outcomes if not o.success] + ([] if cohort.success else [cohort])
@@ -189,6 +202,20 @@ def _dvh_rois(course_dir: Path) -> str:
 
         return str(pq.read_metadata(path).num_rows)
     return "no dose" if not (course_dir / "dose.nii.gz").exists() else "-"
+
+
+def _qc_summary(course_dir: Path) -> str:
+    """PASS, or the failed checks by severity (e.g. "FAIL 1E 2W"), from the course's qc.json."""
+    path = course_dir / "qc.json"
+    if not path.exists():
+        return "-"
+    import json
+
+    doc = json.loads(path.read_text())
+    failed = doc["counts"]["failed_by_severity"]
+    if doc["status"] == "PASS":
+        return "PASS"
+    return f"{doc['status']} {failed.get('ERROR', 0)}E {failed.get('WARN', 0)}W"
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

@@ -142,3 +142,17 @@ def test_real_data(tmp_path):
     assert qc.loc[(courses.loc["STS_001", "course_key"], "frame_of_reference"), "passed"]
     for key in courses["course_key"]:
         assert (out / "courses" / key / "preview" / "ct_montage.png").exists()
+    assert "QC" in proc.stdout and "WARN" in proc.stdout
+    # audit: the Heart's mean dose of the dicompyler example back to its RTDOSE file
+    key = courses.loc["123456", "course_key"]
+    audit = run_cli("audit", "--outdir", str(out), "--course", key, "--roi", "Heart", "--metric", "mean_gy")
+    assert audit.returncode == 0, audit.stdout + audit.stderr
+    heart = dvh.set_index("roi_name").loc["Heart", "mean_gy"]
+    assert f"mean_gy of Heart in course {key}: {heart}" in audit.stdout
+    assert "matches the latest materialization" in audit.stdout
+    rtdose = next(f for f in json.loads((out / "courses" / key / "manifest.json").read_text())["files"]
+                  if f["kind"] == "RTDOSE")  # fmt: skip
+    assert rtdose["path"] in audit.stdout and rtdose["sha256"] in audit.stdout
+    assert "<- dvh" in audit.stdout and "<- dose_grid" in audit.stdout and "check dvh_sanity: PASS" in audit.stdout
+    missing = run_cli("audit", "--outdir", str(out), "--course", key, "--roi", "Nope", "--metric", "mean_gy")
+    assert missing.returncode == 2 and "ROIs: " in missing.stderr

@@ -42,8 +42,6 @@ def test_asset_graph_snapshot():
 
 
 def test_jobs_sensor_executor():
-    course_job = defs.resolve_job_def("course_job")
-    assert course_job.executor_def.name == "multiprocess"
     assert defs.resolve_job_def("cohort_job")
     sensor = defs.resolve_sensor_def("dicom_drop_sensor")
     assert {j.name for j in sensor.jobs} == {"course_job", "cohort_job"}
@@ -62,3 +60,33 @@ def test_default_workers_is_cores_minus_one(monkeypatch):
     assert default_workers() == max(1, (os.cpu_count() or 2) - 1)
     monkeypatch.setenv("RT_WORKERS", "5")
     assert default_workers() == 5
+
+
+def test_step_executor_multiprocess_from_a_preloaded_forkserver(monkeypatch):
+    from rt_assets.executors import step_executor
+
+    monkeypatch.delenv("RT_STEP_EXECUTOR", raising=False)
+    monkeypatch.setenv("RT_WORKERS", "3")
+    assert step_executor().name == "multiprocess"
+    from rt_assets.definitions import build_definitions
+
+    job = build_definitions().resolve_job_def("course_job")
+    assert job.executor_def.name == "multiprocess"
+    monkeypatch.setenv("RT_WORKERS", "1")  # one step at a time: no process per step
+    assert step_executor().name == "in_process"
+    monkeypatch.setenv("RT_STEP_EXECUTOR", "multiprocess")
+    assert step_executor().name == "multiprocess"
+
+
+def test_step_preload_imports_the_code_location(tmp_path):
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    shutil.copy("dagster.yaml", tmp_path / "dagster.yaml")
+    modules = "('rt_assets.definitions', 'sqlalchemy')"
+    code = f"import sys, rt_assets.step_preload; print([m in sys.modules for m in {modules}])"
+    env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
+    assert out.strip().splitlines()[-1] == "[True, True]"

@@ -17,7 +17,9 @@ from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster
 
 @pytest.fixture
 def dagster_dev(tmp_path):
-    with start_dagster_dev(tmp_path) as server:
+    # two step workers: the multiprocess executor, steps forked from the preloaded forkserver
+    # (with one worker, as on a 2-core machine by default, runs use the in-process executor)
+    with start_dagster_dev(tmp_path, extra_env={"RT_WORKERS": "2"}) as server:
         yield server
 
 
