@@ -989,9 +989,15 @@ def autoseg_completeness(totalseg_dir: Path) -> QcResult:
 RADIOMICS_ID_COLUMNS = ("course_key", "patient_id", "roi_name", "source")
 
 
-def radiomics_nan(frame, max_fraction: float = RADIOMICS_MAX_NONFINITE) -> QcResult:
+def radiomics_nan(
+    frame, max_fraction: float = RADIOMICS_MAX_NONFINITE, features_by_source: dict[str, list[str]] | None = None
+) -> QcResult:
     """Per ROI row, the fraction of feature values that are NaN, infinite or not numbers;
-    WARN above ``max_fraction`` (5 %). Rows below it with some NaN are listed too."""
+    WARN above ``max_fraction`` (5 %). Rows below it with some NaN are listed too.
+
+    ``features_by_source`` (source -> the features its parameter file computes) limits each
+    row to its own features: a table holding CT and MR rows has the union of both feature sets
+    as columns, and a feature the row's parameter file does not compute is not a NaN."""
     import pandas as pd
 
     name, asset = "radiomics_nan", "radiomics"
@@ -1005,17 +1011,20 @@ def radiomics_nan(frame, max_fraction: float = RADIOMICS_MAX_NONFINITE) -> QcRes
     table, over = [], []
     roi_names = frame["roi_name"].tolist() if "roi_name" in frame.columns else [None] * len(frame)
     sources = frame["source"].tolist() if "source" in frame.columns else [None] * len(frame)
+    index = {f: j for j, f in enumerate(features)}
     for i in range(len(frame)):
-        n_bad = int(bad[i].sum())
+        own = (features_by_source or {}).get(sources[i])
+        columns = [index[f] for f in own if f in index] if own else list(range(len(features)))
+        n_bad = int(bad[i, columns].sum())
         if not n_bad:
             continue
-        frac = n_bad / len(features)
+        frac = n_bad / max(1, len(columns))
         entry = {
             "roi_name": roi_names[i],
             "source": sources[i],
             "n_nonfinite": n_bad,
             "fraction": round(frac, 4),
-            "features": [features[j] for j in np.nonzero(bad[i])[0][:10]],
+            "features": [features[j] for j in columns if bad[i, j]][:10],
         }
         table.append(entry)
         if frac > max_fraction:

@@ -520,6 +520,20 @@ def test_radiomics_nan_warns_above_the_threshold():
     assert qc.radiomics_nan(frame, max_fraction=0.2).passed
 
 
+def test_radiomics_nan_counts_only_the_features_of_each_rows_parameter_file():
+    """CT and MR rows in one table: the MR-only columns are empty on CT rows, not NaN features."""
+    ct = _radiomics()
+    mr = ct.assign(source="mr1/manual").rename(columns={f"original_f{i}": f"original_g{i}" for i in range(20)})
+    mr.loc[0, "original_g0"] = np.nan  # one real NaN among the MR PTV's 20 features
+    frame = pd.concat([ct, mr], ignore_index=True)
+    assert not qc.radiomics_nan(frame).passed  # without the feature sets: half of every row is empty
+    own = {"manual": [f"original_f{i}" for i in range(20)], "mr1/manual": [f"original_g{i}" for i in range(20)]}
+    r = qc.radiomics_nan(frame, features_by_source=own)
+    assert r.passed
+    (listed,) = r.metadata["rois_with_nonfinite"]
+    assert listed["source"] == "mr1/manual" and listed["n_nonfinite"] == 1 and listed["fraction"] == 0.05
+
+
 # --------------------------------------------------------------------------- guard and document
 
 

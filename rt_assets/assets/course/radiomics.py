@@ -50,7 +50,9 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
             metadata={"failures": MetadataValue.json(summary["failures"])},
         )
     path = write_parquet_atomic(course_dir / "radiomics.parquet", table)
-    qc = evaluate("radiomics", {"radiomics_nan": lambda: radiomics_nan(table)})
+    qc = evaluate(
+        "radiomics", {"radiomics_nan": lambda: radiomics_nan(table, features_by_source=summary["features_by_source"])}
+    )
     return MaterializeResult(
         data_version=content_version(path),
         check_results=check_results(context, course_dir, qc),
