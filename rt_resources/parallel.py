@@ -22,10 +22,13 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import os
+import signal
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -99,6 +102,37 @@ def limit_threads() -> None:
     import SimpleITK as sitk
 
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
+
+
+def _sigterm_ignored() -> bool:
+    """Whether SIGTERM is ignored, as the kernel sees it (a C library may have set that without
+    Python's ``signal.getsignal`` knowing)."""
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("SigIgn:"):
+                    return bool(int(line.split()[1], 16) & (1 << (signal.SIGTERM - 1)))
+    except OSError:
+        pass
+    return signal.getsignal(signal.SIGTERM) == signal.SIG_IGN
+
+
+@contextmanager
+def terminable_children() -> Iterator[None]:
+    """Children started inside this block can be stopped with SIGTERM.
+
+    An ignored signal is inherited through fork and exec: if this process ignores SIGTERM (some
+    launchers and libraries set that), ``multiprocessing.Pool.terminate()`` in a library (nnU-Net's
+    export pool) waits forever on workers that ignore it. Only the main thread may change it.
+    """
+    restore = None
+    if threading.current_thread() is threading.main_thread() and _sigterm_ignored():
+        restore = signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    try:
+        yield
+    finally:
+        if restore is not None:
+            signal.signal(signal.SIGTERM, restore)
 
 
 def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:

@@ -80,6 +80,7 @@ def check_ready(settings: TotalSegSettings) -> Path:
 def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSettings) -> SegmentationResult:
     """Segment ``ct_path`` into ``out_dir/<class>.nii.gz`` (one file per class, CT grid)."""
     check_ready(settings)
+    from rt_resources.parallel import terminable_children
     from rt_resources.segmentation.nnunet_compat import prepare_totalsegmentator_runtime
 
     prepare_totalsegmentator_runtime(Path(settings.home))
@@ -96,20 +97,21 @@ def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSetting
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     try:
-        totalsegmentator(
-            input=Path(ct_path),
-            output=out_dir,
-            ml=False,
-            task=settings.task,
-            fast=settings.fast,
-            roi_subset=list(settings.roi_subset) or None,
-            device=device,
-            force_split=settings.force_split,
-            nr_thr_resamp=settings.threads,
-            nr_thr_saving=settings.threads,
-            license_number=settings.license_key or None,
-            quiet=True,
-        )
+        with terminable_children():  # nnU-Net terminates its worker pools with SIGTERM
+            totalsegmentator(
+                input=Path(ct_path),
+                output=out_dir,
+                ml=False,
+                task=settings.task,
+                fast=settings.fast,
+                roi_subset=list(settings.roi_subset) or None,
+                device=device,
+                force_split=settings.force_split,
+                nr_thr_resamp=settings.threads,
+                nr_thr_saving=settings.threads,
+                license_number=settings.license_key or None,
+                quiet=True,
+            )
     finally:
         stop_worker_pools()
     seconds = time.perf_counter() - start

@@ -79,3 +79,27 @@ def test_course_dvh_in_pool_equals_in_process(tmp_path, monkeypatch):
     assert set(m1["source"]) == {"manual", "auto_a", "auto_b"}
     assert m1.loc[m1["source"] == "manual", "method"].eq("contour").all()
     assert m1.loc[m1["source"] != "manual", "method"].eq("mask").all()
+
+
+def test_children_stay_terminable_when_this_process_ignores_sigterm():
+    """nnU-Net stops its pools with SIGTERM; an ignored SIGTERM would be inherited and hang them."""
+    import multiprocessing
+    import signal
+
+    from rt_resources.parallel import terminable_children
+    from tests.resources.pool_work import square
+
+    previous = signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    try:
+        with terminable_children():
+            ctx = multiprocessing.get_context("spawn")
+            with ctx.Pool(3) as pool:  # without the fix this hangs in Pool.terminate (measured)
+                assert pool.map(square, range(6)) == [0, 1, 4, 9, 16, 25]
+            child = ctx.Process(target=square, args=(2,))
+            child.start()
+            child.terminate()  # SIGTERM reaches it
+            child.join(timeout=30)
+            assert child.exitcode is not None
+        assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # restored
+    finally:
+        signal.signal(signal.SIGTERM, previous)

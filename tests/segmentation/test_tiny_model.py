@@ -96,17 +96,20 @@ def test_real_totalsegmentator_runs_on_tiny_model(tmp_path, isolated_env):
     prepare_totalsegmentator_runtime(home)  # idempotent
     from totalsegmentator.python_api import totalsegmentator
 
-    totalsegmentator(
-        input=ct_path,
-        output=out_dir,
-        task="total",
-        fast=True,
-        device="cpu",
-        ml=False,
-        nr_thr_resamp=1,
-        nr_thr_saving=1,
-        quiet=True,
-    )
+    from rt_resources.parallel import terminable_children
+
+    with terminable_children():  # nnU-Net's pools are stopped with SIGTERM
+        totalsegmentator(
+            input=ct_path,
+            output=out_dir,
+            task="total",
+            fast=True,
+            device="cpu",
+            ml=False,
+            nr_thr_resamp=1,
+            nr_thr_saving=1,
+            quiet=True,
+        )
 
     names = {p.name[: -len(".nii.gz")] for p in out_dir.glob("*.nii.gz")}
     assert names == set(class_map["total"].values())
