@@ -57,11 +57,6 @@ def _lineage(metadata: dict) -> dict:
     return {k: metadata[k].value for k in LINEAGE_KEYS if k in metadata}
 
 
-def _input_versions(tags: dict) -> dict:
-    prefix = "dagster/input_data_version/"
-    return {k[len(prefix) :]: v for k, v in tags.items() if k.startswith(prefix)}
-
-
 def _input_pointers(tags: dict) -> dict[str, int]:
     """Upstream asset -> storage id of the materialization this step consumed (Dagster's
     input event pointer; unlike the input data version tag, exact within the same run too)."""

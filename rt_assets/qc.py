@@ -105,12 +105,6 @@ def check_results(context: AssetExecutionContext, course_dir: Path, results: lis
     return out
 
 
-def blocking_failures(results: list[QcResult]) -> list[QcResult]:
-    """The failed results whose check is blocking and whose severity is ERROR."""
-    blocking = {name for specs in CHECKS.values() for name, b, _ in specs if b}
-    return [r for r in results if not r.passed and r.severity == ERROR and r.name in blocking]
-
-
 def record(course_dir: Path, asset: str, results: list[QcResult]) -> Path:
     """Write ``qc/<asset>.json`` and rebuild ``qc.json`` from every asset's part."""
     course_dir = Path(course_dir)

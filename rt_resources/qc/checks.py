@@ -244,11 +244,15 @@ def frame_of_reference(manifest: dict) -> QcResult:
 # --------------------------------------------------------------------------- 2. CT geometry
 
 
-def ct_geometry(manifest: dict) -> QcResult:
+def ct_geometry(manifest: dict, files: list[dict] | None = None, validated=None) -> QcResult:
     """The CT series' headers: one orientation, one matrix and pixel spacing, uniform slice
     positions without gaps, no gantry tilt (ERROR). The verdict is the ct_image validation's
     (:func:`rt_resources.imaging.ct_series.validate_ct_series`, same tolerances); the metadata
-    measures every aspect, so all problems are listed, not only the first."""
+    measures every aspect, so all problems are listed, not only the first.
+
+    ``files`` (the manifest's CT entries, already sha-checked) and ``validated`` (the
+    ``CTGeometry`` or ``CTSeriesError`` the caller got) spare a second hashing and validation
+    of the series when the caller has done them."""
     import pydicom
 
     from rt_resources.imaging.ct_series import (
@@ -260,7 +264,8 @@ def ct_geometry(manifest: dict) -> QcResult:
     from rt_resources.ingest.manifest import source_files
 
     name, asset = "ct_geometry", "ct_image"
-    files = source_files(manifest, "CT", manifest.get("ct_series_uid"))
+    if files is None:
+        files = source_files(manifest, "CT", manifest.get("ct_series_uid"))
     if not files:
         return QcResult(name, asset, False, ERROR, "no CT slices in the manifest", {"n_slices": 0})
     headers = [(f["abspath"], pydicom.dcmread(f["abspath"], stop_before_pixels=True)) for f in files]
@@ -300,11 +305,15 @@ def ct_geometry(manifest: dict) -> QcResult:
         positions_mm = _slice_stats(along, SLICE_POSITION_TOLERANCE)
         problems += positions_mm.pop("problems")
 
-    try:
-        geometry = validate_ct_series([p for p, _ in headers])
-        verdict, notes = None, list(geometry.notes)
-    except CTSeriesError as exc:
-        verdict, notes = str(exc), []
+    if validated is None:
+        try:
+            validated = validate_ct_series([p for p, _ in headers])
+        except CTSeriesError as exc:
+            validated = exc
+    if isinstance(validated, CTSeriesError):
+        verdict, notes = str(validated), []
+    else:
+        verdict, notes = None, list(validated.notes)
     if verdict:
         problems.insert(0, verdict)
     metadata = {

@@ -26,11 +26,19 @@ def ct_image(context: AssetExecutionContext, data_root: DataRoot):
         manifest = read_manifest(course_dir)
     except ManifestError as exc:
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
-    qc = evaluate("ct_image", {"frame_of_reference": lambda: frame_of_reference(manifest),
-                               "ct_geometry": lambda: ct_geometry(manifest)})  # fmt: skip
-    try:
+    files, validated, error = None, None, None
+    try:  # hash and validate the series once: the geometry check reuses the outcome
         files = source_files(manifest, "CT", manifest["ct_series_uid"])
-        geometry = validate_ct_series([f["abspath"] for f in files])
+        validated = validate_ct_series([f["abspath"] for f in files])
+    except (ManifestError, CTSeriesError) as exc:
+        error = exc
+        validated = exc if isinstance(exc, CTSeriesError) else None
+    qc = evaluate("ct_image", {"frame_of_reference": lambda: frame_of_reference(manifest),
+                               "ct_geometry": lambda: ct_geometry(manifest, files, validated)})  # fmt: skip
+    try:
+        if error is not None:
+            raise error
+        geometry = validated
         image = read_ct_volume(geometry)
     except (ManifestError, CTSeriesError) as exc:
         yield from check_results(context, course_dir, qc)
