@@ -1004,9 +1004,10 @@ def radiomics_nan(
     """Per ROI row, the fraction of feature values that are NaN, infinite or not numbers;
     WARN above ``max_fraction`` (5 %). Rows below it with some NaN are listed too.
 
-    ``features_by_source`` (source -> the features its parameter file computes) limits each
-    row to its own features: a table holding CT and MR rows has the union of both feature sets
-    as columns, and a feature the row's parameter file does not compute is not a NaN."""
+    ``features_by_source`` (``(source, roi_name)`` or ``source`` -> the features its parameter
+    file computes) limits each row to its own features: a table holding CT, light-CT (BODY) and
+    MR rows has the union of their feature sets as columns, and a feature the row's parameter
+    file does not compute is not a NaN."""
     import pandas as pd
 
     name, asset = "radiomics_nan", "radiomics"
@@ -1022,7 +1023,8 @@ def radiomics_nan(
     sources = frame["source"].tolist() if "source" in frame.columns else [None] * len(frame)
     index = {f: j for j, f in enumerate(features)}
     for i in range(len(frame)):
-        own = (features_by_source or {}).get(sources[i])
+        own_sets = features_by_source or {}
+        own = own_sets.get((sources[i], roi_names[i])) or own_sets.get(sources[i])
         columns = [index[f] for f in own if f in index] if own else list(range(len(features)))
         n_bad = int(bad[i, columns].sum())
         if not n_bad:

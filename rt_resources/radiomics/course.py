@@ -57,11 +57,14 @@ def course_radiomics(
     frame.insert(1, "patient_id", patient_id)
     features = [c for c in frame.columns if c not in ID_COLUMNS]
     frame = frame[ID_COLUMNS + features].sort_values(["source", "roi_name"], ignore_index=True)
-    features_by_source: dict[str, set[str]] = {}
+    # each ROI's own feature names: its parameter file (CT, light CT for BODY, MR) decides them
+    shared: dict[tuple[str, ...], tuple[str, ...]] = {}
+    own_features = {}
     for row in results:
-        features_by_source.setdefault(row["source"], set()).update(k for k in row if k not in ("roi_name", "source"))
+        names = tuple(sorted(k for k in row if k not in ("roi_name", "source")))
+        own_features[(row["source"], row["roi_name"])] = shared.setdefault(names, names)
     summary = {
-        "features_by_source": {s: sorted(f) for s, f in features_by_source.items()},
+        "own_features": own_features,
         "n_tasks": len(tasks),
         "n_ok": len(results),
         "failures": failures,

@@ -534,6 +534,18 @@ def test_radiomics_nan_counts_only_the_features_of_each_rows_parameter_file():
     assert listed["source"] == "mr1/manual" and listed["n_nonfinite"] == 1 and listed["fraction"] == 0.05
 
 
+def test_radiomics_nan_per_roi_feature_sets_within_one_source():
+    """BODY extracted with the light parameters beside CT-parameter ROIs of the same source."""
+    frame = _radiomics()
+    frame["wavelet_f0"] = [np.nan, 1.0, 2.0]  # computed for Heart and Lung_L only, not for PTV
+    full = [f"original_f{i}" for i in range(20)] + ["wavelet_f0"]
+    own = {("manual", "PTV"): full[:20], ("manual", "Heart"): full, ("manual", "Lung_L"): full}
+    assert qc.radiomics_nan(frame, features_by_source=own).passed
+    frame.loc[1, "wavelet_f0"] = np.nan  # a real NaN in Heart's own features
+    r = qc.radiomics_nan(frame, features_by_source=own, max_fraction=0.01)
+    assert not r.passed and r.description.startswith("Heart (manual)")
+
+
 # --------------------------------------------------------------------------- guard and document
 
 

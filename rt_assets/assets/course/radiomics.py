@@ -51,7 +51,7 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
         )
     path = write_parquet_atomic(course_dir / "radiomics.parquet", table)
     qc = evaluate(
-        "radiomics", {"radiomics_nan": lambda: radiomics_nan(table, features_by_source=summary["features_by_source"])}
+        "radiomics", {"radiomics_nan": lambda: radiomics_nan(table, features_by_source=summary["own_features"])}
     )
     return MaterializeResult(
         data_version=content_version(path),
