@@ -6,9 +6,14 @@ way for both), measured in the same run:
 
 * ``plain``: the engine functions each course asset calls (manifest, CT volume, total dose,
   masks, DVH, radiomics, MR, preview, QC checks), in a loop, no Dagster;
+* ``rtpipeline run``: the whole command as a user runs it on a one-course drop: indexing, the
+  plan, the daemon it starts, the course run submitted to the run queue and launched by the daemon
+  in its own worker process, the cohort tables, the summary. Reported twice: the command's wall
+  time, and the course run alone (from its RUN_ENQUEUED to its RUN_SUCCESS event: the queue, the
+  launch, the worker's start-up and the steps), which is what each further course costs;
 * ``dagster in-process``: ``course_job`` for the partition with the in-process executor on a
-  persistent SQLite instance (what ``rtpipeline run`` does per course, and what UI and sensor
-  runs use when there is one step worker, as on a 2-core machine);
+  persistent SQLite instance, in this process (what a run's worker does on a 2-core machine,
+  without the queue and the launch);
 * ``multiprocess, forkserver``: the code location's job with the multiprocess executor forced
   (``RT_STEP_EXECUTOR=multiprocess``; the default with two or more step workers): one process
   per step, forked from a forkserver with the code preloaded;
@@ -138,10 +143,10 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
 def dagster_run(drop: Path, out: Path, mode: str) -> dict:
     """course_job for the course's partition on the instance in $DAGSTER_HOME; step timings from its events."""
     t0 = time.perf_counter()
-    from dagster import DagsterEventType, DagsterInstance, execute_job, reconstructable
+    from dagster import DagsterEventType, DagsterInstance, execute_job
+    from dagster._core.definitions.reconstruct import ReconstructableRepository
 
     import rt_assets.definitions  # noqa: F401  (the code location, as a run process loads it)
-    from rt_assets import headless
     from rt_assets.partitions import course_partitions
     from rt_resources.ingest.survey import survey_drop
 
@@ -149,16 +154,15 @@ def dagster_run(drop: Path, out: Path, mode: str) -> dict:
     key = survey_drop(drop, out).courses[0].key
     instance = DagsterInstance.get()
     instance.add_dynamic_partitions(course_partitions.name, [key])
-    if mode == "in_process":  # what rtpipeline run does
-        job = reconstructable(headless.course_job_in_process)
-    else:  # the code location's own job, as the daemon launches it (multiprocess executor)
-        from dagster._core.definitions.reconstruct import ReconstructableRepository
-
-        repo = ReconstructableRepository.for_module("rt_assets.definitions", "defs", str(ROOT))
-        job = repo.get_reconstructable_job("course_job")
+    # the code location's own job, as a run worker loads it; one step worker = the in-process executor
+    job = ReconstructableRepository.for_module("rt_assets.definitions", "defs", str(ROOT)).get_reconstructable_job(
+        "course_job"
+    )
+    config = {"loggers": {"console": {"config": {"log_level": "ERROR"}}}}
+    if mode == "in_process":
+        config["execution"] = {"config": {"workers": 1}}
     start = time.perf_counter()
-    result = execute_job(job, instance=instance, tags={"dagster/partition": key},
-                         run_config={"loggers": {"console": {"config": {"log_level": "ERROR"}}}})  # fmt: skip
+    result = execute_job(job, instance=instance, tags={"dagster/partition": key}, run_config=config)
     wall = time.perf_counter() - start
     assert result.success, [e.message for e in result.all_events if e.is_failure]
     events = instance.all_logs(result.run_id)
@@ -177,6 +181,33 @@ def dagster_run(drop: Path, out: Path, mode: str) -> dict:
         "n_events": len(events),
         "setup_s": min(starts.values()) - first,
         "span_s": max(ends.values()) - min(starts.values()),
+    }
+
+
+def cli_run(drop: Path, out: Path, env: dict) -> tuple[float, dict]:
+    """`rtpipeline run` on the drop (a fresh process, its own daemon); the command's wall time and
+    its course run's own time, from the instance's events."""
+    from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
+
+    from rt_assets.headless.instance import open_instance
+
+    cli_env = {k: v for k, v in env.items() if k not in ("DAGSTER_HOME", "RT_DATA_ROOT", "RT_DROP_ROOT")}
+    start = time.perf_counter()
+    proc = subprocess.run([sys.executable, "-m", "rt_assets.cli", "run", "--dicom-root", str(drop), "--outdir",
+                           str(out)], cwd=ROOT, env=cli_env, capture_output=True, text=True)  # fmt: skip
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
+    instance = open_instance(out / ".dagster")
+    (run,) = instance.get_runs(RunsFilter(job_name="course_job", statuses=[DagsterRunStatus.SUCCESS]))
+    events = {e.dagster_event.event_type: e.timestamp for e in instance.all_logs(run.run_id) if e.dagster_event}
+    steps = [e for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)]
+    enqueued = events[DagsterEventType.RUN_ENQUEUED]
+    return wall, {
+        "course_run_s": events[DagsterEventType.RUN_SUCCESS] - enqueued,
+        "queue_to_launch_s": events[DagsterEventType.RUN_STARTING] - enqueued,
+        "launch_to_first_step_s": min(e.timestamp for e in steps) - events[DagsterEventType.RUN_STARTING],
+        "import_s": 0.0,
     }
 
 
@@ -210,8 +241,8 @@ def main() -> None:
         drop = work / "drop"
         write_course(drop, args.rows, args.slices)
         n_files = sum(1 for _ in drop.rglob("*.dcm"))
-        results: dict[str, list] = {"plain": [], "dagster in-process": [], "multiprocess, forkserver": [],
-                                    "multiprocess, spawn": []}  # fmt: skip
+        results: dict[str, list] = {"plain": [], "rtpipeline run": [], "dagster in-process": [],
+                                    "multiprocess, forkserver": [], "multiprocess, spawn": []}  # fmt: skip
         for i in range(args.repeat):
             for label in results:
                 out = work / f"out-{i}-{label.replace(' ', '_')}"
@@ -225,6 +256,9 @@ def main() -> None:
                     run_env["RT_STEP_START_METHOD"] = "spawn"
                 if label == "plain":
                     wall, info = run_python(["--plain", str(drop), str(out)], run_env)
+                elif label == "rtpipeline run":
+                    shutil.rmtree(home)
+                    wall, info = cli_run(drop, out, run_env)
                 else:
                     mode = "in_process" if "in-process" in label else "multiprocess"
                     wall, info = run_python(["--dagster", mode, str(drop), str(out)], run_env)
@@ -233,11 +267,17 @@ def main() -> None:
         print(f"\nCourse: CT {args.rows}x{args.rows}x{args.slices}, {n_files} DICOM files, primary + boost; "
               f"{os.cpu_count()} CPUs; medians of {args.repeat}\n")  # fmt: skip
         base = statistics.median(w for w, _ in results["plain"])
-        print(f"{'mode':24} {'process wall s':>14} {'vs plain':>9} {'imports s':>10}")
+        print(f"{'mode':28} {'process wall s':>14} {'vs plain':>9} {'imports s':>10}")
         for label, runs in results.items():
             wall = statistics.median(w for w, _ in runs)
             imports = statistics.median(i["import_s"] for _, i in runs)
-            print(f"{label:24} {wall:14.2f} {wall / base:8.2f}x {imports:10.2f}")
+            print(f"{label:28} {wall:14.2f} {wall / base:8.2f}x {imports:10.2f}")
+            if label == "rtpipeline run":
+                course = statistics.median(i["course_run_s"] for _, i in runs)
+                queue = statistics.median(i["queue_to_launch_s"] for _, i in runs)
+                start = statistics.median(i["launch_to_first_step_s"] for _, i in runs)
+                print(f"{'  its course run (queued->done)':28} {course:14.2f} {course / base:8.2f}x"
+                      f"   (queue to launch {queue:.2f} s, launch to first step {start:.2f} s)")  # fmt: skip
         plain_stages = {k: statistics.median(i["stages"][k] for _, i in results["plain"])
                         for k in results["plain"][0][1]["stages"]}  # fmt: skip
         print("\nwhere the time goes (medians, s):")

@@ -42,7 +42,10 @@ METRIC_INPUTS = {
 }
 #: mask source -> the asset that made those masks (beyond the manual structure_masks)
 SOURCE_ASSETS = {"manual": "structure_masks", "totalseg": "totalseg_masks", "custom": "custom_structures"}
-LINEAGE_KEYS = ("source_uids", "input_sha256", "tool_versions", "code_version", "output_sha256", "model")
+LINEAGE_KEYS = (
+    "source_uids", "input_sha256", "tool_versions", "code_version", "settings", "settings_sha256", "output_sha256",
+    "model",
+)  # fmt: skip
 LEDGER_COLUMNS = [
     "event", "event_id", "timestamp", "asset", "course_key", "run_id", "check", "passed", "severity",
     "description", "code_version", "data_version", "inputs", "lineage",
@@ -104,7 +107,8 @@ def _materializations_after(instance: DagsterInstance, after: int):
 
 def _check_executions_after(instance: DagsterInstance, after: int):
     """Every QC check execution (all checks declared in :data:`rt_assets.qc.CHECKS`) with an
-    execution id above ``after`` that has its evaluation."""
+    execution id above ``after``, evaluated or not (planned by a run still going, or by one that
+    ended without evaluating it)."""
     from dagster import AssetCheckKey
 
     from rt_assets.qc import CHECKS
@@ -116,27 +120,103 @@ def _check_executions_after(instance: DagsterInstance, after: int):
             while True:
                 page = storage.get_asset_check_execution_history(key, limit=1000, cursor=cursor)
                 fresh = [r for r in page if r.id > after]
-                yield from (r for r in fresh if r.event is not None)
+                yield from fresh
                 if len(page) < 1000 or len(fresh) < len(page):
                     break
                 cursor = min(r.id for r in page)
 
 
-def ledger_rows(instance: DagsterInstance, after_materialization: int = 0, after_check: int = 0) -> list[dict]:
-    """One row per materialization (storage id above ``after_materialization``) and per asset
-    check execution (execution id above ``after_check``), oldest first. ``event_id`` is the
-    storage id of a materialization or the execution id of a check; ``lineage`` is a JSON string
-    of the recorded ``source_uids``, ``input_sha256``, ``tool_versions``, ``code_version``,
-    ``output_sha256`` and ``model``."""
+def _evaluation(record):
+    """The check's evaluation (an ``AssetCheckEvaluation``), or None for a planned-only execution
+    or any event shape this code does not know."""
+    event = getattr(record, "event", None)
+    dagster_event = getattr(event, "dagster_event", None) if event is not None else None
+    data = getattr(dagster_event, "event_specific_data", None) if dagster_event is not None else None
+    return data if data is not None and hasattr(data, "passed") and hasattr(data, "metadata") else None
+
+
+def _partition_of_run(instance: DagsterInstance, run_id: str) -> str:
+    run = instance.get_run_by_id(run_id)
+    return (run.tags.get("dagster/partition", "") if run else "") or ""
+
+
+def check_rows(instance: DagsterInstance, after_check: int, skip_ids: frozenset[int] = frozenset()):
+    """Ledger rows of the check executions above ``after_check`` that are settled, and the new low
+    water mark: every execution at or below it is settled and in the ledger.
+
+    Settled: evaluated (passed or failed), or planned by a run that has ended without evaluating
+    it (a crashed or failed run: a row "not evaluated"). An execution planned by a run still in
+    flight is left for a later build, and the mark stays below it, so its result is picked up
+    then, whatever ids were written meanwhile. ``skip_ids``: executions already in the ledger."""
     rows: list[dict[str, Any]] = []
-    run_partitions: dict[str, str] = {}
+    pending: list[int] = []
+    run_status: dict[str, Any] = {}
+    highest = after_check
+    for record in _check_executions_after(instance, after_check):
+        highest = max(highest, record.id)
+        if record.id in skip_ids:
+            continue
+        evaluation = _evaluation(record)
+        entry = getattr(record, "event", None)
+        base = {
+            "event": "check",
+            "event_id": record.id,
+            "timestamp": _iso(entry.timestamp if entry is not None else record.create_timestamp),
+            "asset": record.key.asset_key.to_user_string(),
+            "course_key": record.partition or "",
+            "run_id": record.run_id,
+            "check": record.key.name,
+            "code_version": "",
+            "data_version": "",
+            "inputs": "{}",
+            "lineage": "{}",
+        }
+        if evaluation is not None:
+            metadata = evaluation.metadata or {}
+            course = metadata["course_key"].value if "course_key" in metadata else base["course_key"]
+            rows.append(
+                {
+                    **base,
+                    "course_key": course or _partition_of_run(instance, record.run_id),
+                    "passed": bool(evaluation.passed),
+                    "severity": evaluation.severity.value if evaluation.severity else "",
+                    "description": evaluation.description or "",
+                }
+            )
+            continue
+        if record.run_id not in run_status:
+            run = instance.get_run_by_id(record.run_id)
+            run_status[record.run_id] = run.status.value if run else "deleted"
+        status = run_status[record.run_id]
+        if status in ("SUCCESS", "FAILURE", "CANCELED", "deleted"):
+            rows.append(
+                {
+                    **base,
+                    "course_key": base["course_key"] or _partition_of_run(instance, record.run_id),
+                    "passed": None,
+                    "severity": "",
+                    "description": f"not evaluated: its run {record.run_id[:8]} ended ({status.lower()}) "
+                    "before the check ran",
+                }
+            )
+        else:
+            pending.append(record.id)
+    low_water = min(pending) - 1 if pending else highest
+    return rows, low_water
 
-    def partition_of(run_id: str) -> str:
-        if run_id not in run_partitions:
-            run = instance.get_run_by_id(run_id)
-            run_partitions[run_id] = (run.tags.get("dagster/partition", "") if run else "") or ""
-        return run_partitions[run_id]
 
+def ledger_rows(
+    instance: DagsterInstance,
+    after_materialization: int = 0,
+    after_check: int = 0,
+    skip_check_ids: frozenset[int] = frozenset(),
+) -> tuple[list[dict], int]:
+    """One row per materialization (storage id above ``after_materialization``) and per settled
+    asset check execution (see :func:`check_rows`), oldest first, and the check low water mark.
+    ``event_id`` is the storage id of a materialization or the execution id of a check;
+    ``lineage`` is a JSON string of the recorded ``source_uids``, ``input_sha256``,
+    ``tool_versions``, ``code_version``, ``settings``, ``output_sha256`` and ``model``."""
+    rows: list[dict[str, Any]] = []
     for record in _materializations_after(instance, after_materialization):
         mat = record.asset_materialization
         tags = mat.tags or {}
@@ -158,30 +238,9 @@ def ledger_rows(instance: DagsterInstance, after_materialization: int = 0, after
                 "lineage": json.dumps(_lineage(mat.metadata), sort_keys=True, default=str),
             }
         )
-    for record in _check_executions_after(instance, after_check):
-        entry = record.event
-        evaluation = entry.dagster_event.event_specific_data
-        metadata = evaluation.metadata or {}
-        course = metadata["course_key"].value if "course_key" in metadata else partition_of(record.run_id)
-        rows.append(
-            {
-                "event": "check",
-                "event_id": record.id,
-                "timestamp": _iso(entry.timestamp),
-                "asset": evaluation.asset_key.to_user_string(),
-                "course_key": course,
-                "run_id": record.run_id,
-                "check": evaluation.check_name,
-                "passed": bool(evaluation.passed),
-                "severity": evaluation.severity.value if evaluation.severity else "",
-                "description": evaluation.description or "",
-                "code_version": "",
-                "data_version": "",
-                "inputs": "{}",
-                "lineage": "{}",
-            }
-        )
-    return sorted(rows, key=lambda r: (r["timestamp"], r["event"], r["event_id"]))
+    checks, low_water = check_rows(instance, after_check, skip_check_ids)
+    rows += checks
+    return sorted(rows, key=lambda r: (r["timestamp"], r["event"], r["event_id"])), low_water
 
 
 # --------------------------------------------------------------------------- the chain of one course
@@ -197,18 +256,29 @@ def _latest(instance: DagsterInstance, asset: str, course_key: str):
 
 
 def _checks_of_run(instance: DagsterInstance, run_id: str, asset: str) -> list[dict]:
-    out = []
-    for entry in instance.all_logs(run_id, of_type=DagsterEventType.ASSET_CHECK_EVALUATION):
-        evaluation = entry.dagster_event.event_specific_data
-        if evaluation.asset_key.to_user_string() == asset:
-            out.append(
-                {
-                    "check": evaluation.check_name,
-                    "passed": bool(evaluation.passed),
-                    "severity": evaluation.severity.value if evaluation.severity else "",
-                    "description": evaluation.description or "",
-                }
-            )
+    """The checks of ``asset`` in a run: evaluated ones with their verdict, and those the run
+    planned but has not evaluated (still running, or ended first) as "not evaluated"."""
+    kinds = {DagsterEventType.ASSET_CHECK_EVALUATION, DagsterEventType.ASSET_CHECK_EVALUATION_PLANNED}
+    evaluated, planned = {}, []
+    for entry in instance.all_logs(run_id, of_type=kinds):
+        data = getattr(entry.dagster_event, "event_specific_data", None)
+        key = getattr(data, "asset_key", None)
+        if key is None or key.to_user_string() != asset:
+            continue
+        name = getattr(data, "check_name", "?")
+        if hasattr(data, "passed"):
+            evaluated[name] = {
+                "check": name,
+                "passed": bool(data.passed),
+                "severity": data.severity.value if getattr(data, "severity", None) else "",
+                "description": getattr(data, "description", "") or "",
+            }
+        else:
+            planned.append(name)
+    out = list(evaluated.values())
+    for name in planned:
+        if name not in evaluated:
+            out.append({"check": name, "passed": None, "severity": "", "description": "not evaluated (yet)"})
     return out
 
 
@@ -336,8 +406,14 @@ def format_chain(chain: list[dict], files: list[dict], header: list[str]) -> str
         if link.get("tool_versions"):
             tools = ", ".join(f"{k} {v}" for k, v in sorted(link["tool_versions"].items()))
             lines.append(f"     tools: {tools}")
+        for resource, config in sorted((link.get("settings") or {}).items()):
+            shown = {k: v for k, v in config.items() if v not in ("", [], None)}
+            lines.append(f"     settings {resource}: {json.dumps(shown, sort_keys=True, default=str)}")
         for check in link.get("checks", []):
-            verdict = "PASS" if check["passed"] else f"FAIL ({check['severity']})"
+            if check["passed"] is None:
+                verdict = "NOT EVALUATED"
+            else:
+                verdict = "PASS" if check["passed"] else f"FAIL ({check['severity']})"
             lines.append(f"     check {check['check']}: {verdict}  {check['description'][:140]}")
     lines.append(f"<- source files ({len(files)}):")
     by_kind: dict[str, list[dict]] = {}

@@ -16,3 +16,9 @@ TAG_LAUNCHED_BY = "rt/launched_by"  #: sensor | cli | ui
 TAG_GPU = "rt/gpu"  #: runs that segment on the GPU carry rt/gpu=true (limited in dagster.yaml)
 
 GPU_POOL = "gpu"  #: concurrency pool of segmentation steps (limit 1)
+
+CODE_LOCATION = "rtpipeline"  #: the code location's name (workspace.yaml, the CLI's submissions, its daemon)
+TAG_CLI_SESSION = "rt/cli_session"  #: the `rtpipeline run` invocation that submitted a run
+TAG_DATA_ROOT = "rt/data_root"  #: short digest of the data root a CLI run wrote to (no path in the tags)
+TAG_STAGE = "rt/stage"  #: course | segmentation | derived | cohort: which step of a course a CLI run is
+TAG_COHORT_STATE = "rt/cohort_state"  #: digest of the courses and unusable files a cohort run was built for

@@ -2,33 +2,62 @@
 
 from __future__ import annotations
 
-from dagster import Definitions, ExecutorDefinition, load_assets_from_package_module
+from dagster import AssetsDefinition, AssetSpec, Definitions, ExecutorDefinition, load_assets_from_package_module
 
 from rt_assets.assets import cohort, course, derived, segmentation
-from rt_assets.assets.segmentation.nnunet_models import model_assets_from_env
+from rt_assets.assets.segmentation.nnunet_models import nnunet_model_asset
+from rt_assets.config import current_settings
 from rt_assets.constants import COHORT_GROUP, COURSE_GROUP, DERIVED_GROUP, SEGMENTATION_GROUP
 from rt_assets.executors import step_executor
 from rt_assets.jobs import cohort_job, course_job, derived_job, segmentation_job
-from rt_assets.sensors.automation import automation_sensor, segmentation_automation_sensor
+from rt_assets.sensors.automation import automation_sensors
 from rt_assets.sensors.dicom_drop_sensor import dicom_drop_sensor
-from rt_resources.resources import resources_from_env
+from rt_resources.resources import resources_from_settings
+from rt_resources.segmentation.availability import SegmentationAvailability, segmentation_availability
+from rt_resources.settings import Settings
 
 
-def build_definitions(executor: ExecutorDefinition | None = None) -> Definitions:
-    """Assets by group, jobs, sensors and the local resources; ``executor`` defaults to
-    the multiprocess executor with (CPU cores - 1) workers."""
+def _unavailable(availability: SegmentationAvailability):
+    """Mark TotalSegmentator's asset as not runnable here: no automation, and the reason shown once
+    on the asset (description and definition metadata) instead of a failed run per course."""
+
+    def mark(spec: AssetSpec) -> AssetSpec:
+        if spec.key.to_user_string() != "totalseg_masks" or availability.totalseg_ready:
+            return spec
+        note = f"**Not available on this installation**: {availability.totalseg_detail}\n\n"
+        return spec.replace_attributes(
+            automation_condition=None, description=note + (spec.description or "")
+        ).merge_attributes(metadata={"availability": f"not available: {availability.totalseg_detail}"})
+
+    return mark
+
+
+def segmentation_assets(settings: Settings) -> tuple[list[AssetsDefinition], SegmentationAvailability]:
+    """TotalSegmentator's asset (marked unavailable without weights) and one asset per custom model."""
+    availability = segmentation_availability(settings)
+    assets = [
+        a.map_asset_specs(_unavailable(availability)) if isinstance(a, AssetsDefinition) else a
+        for a in load_assets_from_package_module(segmentation, group_name=SEGMENTATION_GROUP)
+    ]
+    return assets + [nnunet_model_asset(m) for m in availability.models], availability
+
+
+def build_definitions(settings: Settings | None = None, executor: ExecutorDefinition | None = None) -> Definitions:
+    """Assets by group, jobs, sensors and resources from ``settings`` (default: this process's);
+    ``executor`` defaults to the settings' step executor (multiprocess, (CPU cores - 1) workers)."""
+    settings = settings or current_settings()
+    seg_assets, availability = segmentation_assets(settings)
     return Definitions(
         assets=[
             *load_assets_from_package_module(course, group_name=COURSE_GROUP),
-            *load_assets_from_package_module(segmentation, group_name=SEGMENTATION_GROUP),
-            *model_assets_from_env(),
+            *seg_assets,
             *load_assets_from_package_module(derived, group_name=DERIVED_GROUP),
             *load_assets_from_package_module(cohort, group_name=COHORT_GROUP),
         ],
         jobs=[course_job, segmentation_job, derived_job, cohort_job],
-        sensors=[dicom_drop_sensor, segmentation_automation_sensor, automation_sensor],
-        resources=resources_from_env(),
-        executor=executor or step_executor(),
+        sensors=[dicom_drop_sensor, *automation_sensors(settings.sensor_interval_s, availability.available_assets())],
+        resources=resources_from_settings(settings),
+        executor=executor or step_executor(settings),
     )
 
 

@@ -35,6 +35,7 @@ segmentation_job = define_asset_job(
 
 derived_job = define_asset_job(
     DERIVED_JOB,
-    selection=AssetSelection.groups(DERIVED_GROUP) | AssetSelection.assets("dvh"),
-    description="After segmentation: anatomical crops, custom structures and the DVH with auto structures.",
+    selection=AssetSelection.groups(DERIVED_GROUP) | AssetSelection.assets("dvh", "radiomics", "course_preview"),
+    description="After segmentation: anatomical crops, custom structures, and the DVH, radiomics and preview "
+    "again with the auto structures (what the automation does after a segmentation).",
 )

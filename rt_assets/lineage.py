@@ -1,5 +1,6 @@
 """Lineage metadata every materialization records: source UIDs, input digests, tool versions."""
 
+import json
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -21,19 +22,43 @@ def content_version(*paths: Path | str, extra: str = "") -> DataVersion:
     return DataVersion(digest_of(parts + ([f"extra:{extra}"] if extra else []))[:32])
 
 
+def settings_digest(resources: Mapping[str, object]) -> str:
+    """sha256 over the output-changing part of each resource's configuration (parameter files by
+    content, task, regions; not paths, workers or devices): equal digests, equal outputs."""
+    from rt_resources.resources import output_config
+
+    return digest_of(
+        json.dumps({key: output_config(res) for key, res in sorted(resources.items())}, sort_keys=True, default=str)
+    )
+
+
+def asset_resources(context: AssetExecutionContext) -> dict[str, object]:
+    """The resources this asset's step uses, by key."""
+    keys = sorted(context.assets_def.required_resource_keys - {"io_manager"})
+    return {key: getattr(context.resources, key) for key in keys}
+
+
 def lineage_metadata(
     context: AssetExecutionContext,
     source_uids: Mapping[str, object],
     input_sha256: Mapping[str, str],
     extra_tools: Iterable[str] = (),
 ) -> dict[str, MetadataValue]:
-    """Metadata that lets an auditor tie an output to its exact inputs and code."""
+    """Metadata that lets an auditor tie an output to its exact inputs, code and settings: the
+    configuration of every resource the step used (``settings``; secrets are never part of it)
+    and the digest of what in it changes outputs (``settings_sha256``, compared by ``rtpipeline
+    run`` to decide what to recompute)."""
+    from rt_resources.resources import effective_config
+
     code_version = context.assets_def.code_versions_by_key.get(context.asset_key) or "unversioned"
+    resources = asset_resources(context)
     return {
         "source_uids": MetadataValue.json(dict(source_uids)),
         "input_sha256": MetadataValue.json(dict(input_sha256)),
         "tool_versions": MetadataValue.json(tool_versions(extra_tools)),
         "code_version": MetadataValue.text(code_version),
+        "settings": MetadataValue.json({key: effective_config(res) for key, res in resources.items()}),
+        "settings_sha256": MetadataValue.text(settings_digest(resources)),
     }
 
 

@@ -1,15 +1,22 @@
-"""Dagster resources that configure the engines. A deployment swaps these, never asset code."""
+"""Dagster resources that configure the engines. A deployment swaps these, never asset code.
+
+They are built from one :class:`~rt_resources.settings.Settings` (:func:`resources_from_settings`);
+:func:`run_config` gives the same values as run config, which is how ``rtpipeline run`` hands its
+options to the runs it submits. Every materialization records the configuration of the resources
+it used (:func:`effective_config`), so an audit shows the parameters behind a number.
+"""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
+from typing import Any
 
 from dagster import ConfigurableResource
 from pydantic import Field
 
 from rt_resources.fileio import course_dir
 from rt_resources.ingest.survey import DropSurvey, survey_drop
+from rt_resources.settings import Settings, load_settings, read_license_key
 
 DEFAULT_QUIET_PERIOD_S = 60.0
 
@@ -59,10 +66,13 @@ class TotalSegmentator(ConfigurableResource):
     device: str = Field(default="gpu", description="gpu | cpu")
     force_split: bool = False
     threads: int = Field(default=0, description="resampling/saving threads; 0 = max(2, min(8, cores // 2))")
-    license_key: str = ""
+    license_env: str = Field(default="", description="environment variable holding the licence key (its name only)")
+    license_file: str = Field(default="", description="file holding the licence key")
 
     def settings(self):
+        """The engine's settings; the licence key is read here, in the step, from the variable or file."""
         from rt_resources.segmentation.totalseg import TotalSegSettings, default_threads
+        from rt_resources.settings import TotalSegmentatorSettings
 
         home = Path(self.home) if self.home else Path.home() / ".totalsegmentator"
         return TotalSegSettings(
@@ -73,8 +83,14 @@ class TotalSegmentator(ConfigurableResource):
             device=self.device,
             force_split=self.force_split,
             threads=self.threads or default_threads(),
-            license_key=self.license_key,
+            license_key=read_license_key(
+                TotalSegmentatorSettings(license_env=self.license_env, license_file=self.license_file)
+            ),
         )
+
+    def output_config(self) -> dict[str, Any]:
+        """What changes the masks: task, fast models, class subset."""
+        return {"task": self.task, "fast": self.fast, "roi_subset": sorted(self.roi_subset)}
 
 
 class SegmentationConfig(ConfigurableResource):
@@ -84,6 +100,27 @@ class SegmentationConfig(ConfigurableResource):
     custom_structures: str = Field(default="", description="YAML file of boolean structure combinations")
     crop_regions: list[str] = Field(default_factory=list, description="regions to crop to, e.g. [thorax]")
     device: str = Field(default="gpu", description="device of custom nnU-Net models: gpu | cpu")
+
+    def output_config(self) -> dict[str, Any]:
+        """What changes the outputs: the rules' content (not their path) and the crop regions."""
+        from rt_resources.provenance import sha256_file
+
+        rules = Path(self.custom_structures) if self.custom_structures else None
+        return {
+            "custom_structures_sha256": sha256_file(rules) if rules and rules.is_file() else "",
+            "crop_regions": sorted(self.crop_regions),
+        }
+
+
+class ComputeConfig(ConfigurableResource):
+    """CPU workers of the fan-out pools inside a step (DVH over many ROIs)."""
+
+    workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
+
+    def worker_count(self) -> int:
+        from rt_resources.parallel import default_workers
+
+        return self.workers or default_workers()
 
 
 class RadiomicsConfig(ConfigurableResource):
@@ -106,37 +143,77 @@ class RadiomicsConfig(ConfigurableResource):
 
         return self.workers or default_workers()
 
+    def output_config(self) -> dict[str, Any]:
+        """What changes the features: the parameter files' content (not their paths or the workers)."""
+        from rt_resources.radiomics.course import params_sha256
 
-def _env_list(name: str) -> list[str]:
-    return [v.strip() for v in os.environ.get(name, "").split(",") if v.strip()]
+        return {"params_sha256": params_sha256(self.settings())}
 
 
-def resources_from_env() -> dict:
-    """Resources for a local deployment, configured from environment variables."""
+def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
+    """Resource key -> its configuration, from ``settings`` (no secret: the licence is only named)."""
+    ts, rad, seg = settings.totalsegmentator, settings.radiomics, settings.segmentation
     return {
-        "data_root": DataRoot(path=os.environ.get("RT_DATA_ROOT", "rt_data")),
-        "dicom_drop": DicomDrop(
-            path=os.environ.get("RT_DROP_ROOT", ""),
-            quiet_period_s=float(os.environ.get("RT_QUIET_PERIOD_S", DEFAULT_QUIET_PERIOD_S)),
-        ),
-        "totalsegmentator": TotalSegmentator(
-            home=os.environ.get("TOTALSEG_HOME_DIR", ""),
-            task=os.environ.get("RT_TOTALSEG_TASK", "total"),
-            fast=os.environ.get("RT_TOTALSEG_FAST", "") in ("1", "true", "yes"),
-            roi_subset=_env_list("RT_TOTALSEG_ROI_SUBSET"),
-            device=os.environ.get("RT_TOTALSEG_DEVICE", "gpu"),
-            license_key=os.environ.get("RT_TOTALSEG_LICENSE", ""),
-        ),
-        "radiomics_config": RadiomicsConfig(
-            params=os.environ.get("RT_RADIOMICS_PARAMS", ""),
-            mr_params=os.environ.get("RT_RADIOMICS_MR_PARAMS", ""),
-            workers=int(os.environ.get("RT_RADIOMICS_WORKERS", "0") or 0),
-            sequential=os.environ.get("RT_SEQUENTIAL_RADIOMICS", "") in ("1", "true", "yes"),
-        ),
-        "segmentation_config": SegmentationConfig(
-            models_dir=os.environ.get("RT_MODELS_DIR", ""),
-            custom_structures=os.environ.get("RT_CUSTOM_STRUCTURES", ""),
-            crop_regions=_env_list("RT_CROP_REGIONS"),
-            device=os.environ.get("RT_TOTALSEG_DEVICE", "gpu"),
-        ),
+        "data_root": {"path": settings.data_root},
+        "dicom_drop": {"path": settings.drop_root, "quiet_period_s": float(settings.quiet_period_s)},
+        "totalsegmentator": {
+            "home": ts.home,
+            "task": ts.task,
+            "fast": ts.fast,
+            "roi_subset": list(ts.roi_subset),
+            "device": ts.device,
+            "license_env": ts.license_env,
+            "license_file": ts.license_file,
+        },
+        "radiomics_config": {
+            "params": rad.params,
+            "mr_params": rad.mr_params,
+            "workers": rad.workers or settings.cpu_workers(),
+            "sequential": rad.sequential,
+        },
+        "segmentation_config": {
+            "models_dir": seg.models_dir,
+            "custom_structures": seg.custom_structures,
+            "crop_regions": list(seg.crop_regions),
+            "device": ts.device,
+        },
+        "compute": {"workers": settings.cpu_workers()},
     }
+
+
+RESOURCE_TYPES: dict[str, type[ConfigurableResource]] = {
+    "data_root": DataRoot,
+    "dicom_drop": DicomDrop,
+    "totalsegmentator": TotalSegmentator,
+    "radiomics_config": RadiomicsConfig,
+    "segmentation_config": SegmentationConfig,
+    "compute": ComputeConfig,
+}
+
+
+def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
+    """The resources of a deployment, configured from ``settings``."""
+    return {key: RESOURCE_TYPES[key](**config) for key, config in resource_configs(settings).items()}
+
+
+def resources_from_env() -> dict[str, ConfigurableResource]:
+    """Resources from the settings file and environment (:func:`~rt_resources.settings.load_settings`)."""
+    return resources_from_settings(load_settings())
+
+
+def run_config(settings: Settings) -> dict[str, Any]:
+    """The ``resources`` section of a run config that gives a run exactly these settings."""
+    return {"resources": {key: {"config": config} for key, config in resource_configs(settings).items()}}
+
+
+def effective_config(resource: Any) -> dict[str, Any]:
+    """The configuration a resource ran with (its fields; secrets are never fields)."""
+    if isinstance(resource, ConfigurableResource):
+        return {name: getattr(resource, name) for name in type(resource).model_fields}
+    return {}
+
+
+def output_config(resource: Any) -> dict[str, Any]:
+    """The part of a resource's configuration that changes outputs (``{}`` when none does)."""
+    method = getattr(resource, "output_config", None)
+    return method() if callable(method) else {}

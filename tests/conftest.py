@@ -55,7 +55,14 @@ def two_courses(drop):
 
 @pytest.fixture
 def resources(drop, data_root, tmp_path):
-    from rt_resources.resources import DataRoot, DicomDrop, RadiomicsConfig, SegmentationConfig, TotalSegmentator
+    from rt_resources.resources import (
+        ComputeConfig,
+        DataRoot,
+        DicomDrop,
+        RadiomicsConfig,
+        SegmentationConfig,
+        TotalSegmentator,
+    )
 
     return {
         "data_root": DataRoot(path=str(data_root)),
@@ -64,6 +71,7 @@ def resources(drop, data_root, tmp_path):
         "totalsegmentator": TotalSegmentator(home=str(tmp_path / "totalseg_home"), device="cpu", fast=True),
         "segmentation_config": SegmentationConfig(device="cpu"),
         "radiomics_config": RadiomicsConfig(params=str(FAST_RADIOMICS), sequential=True),
+        "compute": ComputeConfig(workers=1),
     }
 
 

@@ -1,6 +1,8 @@
 """The whole Definitions loads, and its shape is what the architecture says."""
 
-from dagster import DynamicPartitionsDefinition
+from pathlib import Path
+
+from dagster import AssetKey, DynamicPartitionsDefinition
 
 from rt_assets.constants import COHORT_GROUP, COURSE_GROUP
 from rt_assets.definitions import defs
@@ -30,7 +32,6 @@ def test_asset_graph_snapshot():
     assert parents["dvh"] == {"dose_grid", "structure_masks", "totalseg_masks", "custom_structures"}
     assert parents["totalseg_masks"] == {"ct_image"}
     assert specs["totalseg_masks"].pools == {"gpu"}  # one segmentation step at a time
-    assert specs["totalseg_masks"].automation_condition is not None
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
     assert parents["course_preview"] == {"ct_image", "structure_masks", "dose_grid", "totalseg_masks",
@@ -45,37 +46,66 @@ def test_jobs_sensor_executor():
     assert defs.resolve_job_def("cohort_job")
     sensor = defs.resolve_sensor_def("dicom_drop_sensor")
     assert {j.name for j in sensor.jobs} == {"course_job", "cohort_job"}
-    seg_sensor = defs.resolve_sensor_def("segmentation_automation_sensor")
-    assert seg_sensor.run_tags == {"rt/gpu": "true"}  # dagster.yaml limits these runs to one at a time
     assert defs.resolve_sensor_def("automation_sensor")
     assert defs.resolve_job_def("segmentation_job").tags["rt/gpu"] == "true"
 
 
-def test_default_workers_is_cores_minus_one(monkeypatch):
+def fake_weights(home: Path, task: str = "total", fast: bool = True) -> Path:
+    """Empty files where TotalSegmentator's checkpoints go: enough for the availability check."""
+    from rt_resources.segmentation.nnunet_compat import expected_model_folders
+
+    for folder in expected_model_folders(home, task, fast):
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoint_final.pth").write_bytes(b"")
+        for name in ("plans.json", "dataset.json"):
+            (folder.parent / name).write_text("{}")
+    return home
+
+
+def test_segmentation_only_where_it_can_run(tmp_path):
+    """Without weights: no automation and no segmentation sensor, the reason shown once on the
+    asset; with weights: eager automation through the sensor whose runs are tagged rt/gpu."""
+    from rt_assets.definitions import build_definitions
+    from rt_resources.settings import load_settings
+
+    bare = load_settings(environ={}, overrides={"totalsegmentator": {"home": str(tmp_path / "none"), "fast": True}})
+    without = build_definitions(bare)
+    node = without.resolve_asset_graph().get(AssetKey("totalseg_masks"))
+    assert node.automation_condition is None
+    assert "not available" in node.metadata["availability"] and "looked for" in node.metadata["availability"]
+    assert "Not available on this installation" in node.description
+    assert {s.name for s in without.sensors} == {"dicom_drop_sensor", "automation_sensor"}
+
+    ready = load_settings(environ={}, overrides={"totalsegmentator": {"home": str(fake_weights(tmp_path / "ts")),
+                                                                      "fast": True}})  # fmt: skip
+    with_weights = build_definitions(ready)
+    assert with_weights.resolve_asset_graph().get(AssetKey("totalseg_masks")).automation_condition is not None
+    seg_sensor = with_weights.resolve_sensor_def("segmentation_automation_sensor")
+    assert seg_sensor.run_tags == {"rt/gpu": "true"}  # dagster.yaml limits these runs to one at a time
+
+
+def test_step_executor_from_settings_and_run_config():
+    """(CPU cores - 1) step workers by default; one worker runs in process; a run can set its own."""
     import os
 
-    from rt_assets.executors import default_workers
+    from rt_assets.executors import executor_config, step_executor
+    from rt_resources.settings import load_settings
 
-    monkeypatch.delenv("RT_WORKERS", raising=False)
-    assert default_workers() == max(1, (os.cpu_count() or 2) - 1)
-    monkeypatch.setenv("RT_WORKERS", "5")
-    assert default_workers() == 5
-
-
-def test_step_executor_multiprocess_from_a_preloaded_forkserver(monkeypatch):
-    from rt_assets.executors import step_executor
-
-    monkeypatch.delenv("RT_STEP_EXECUTOR", raising=False)
-    monkeypatch.setenv("RT_WORKERS", "3")
-    assert step_executor().name == "multiprocess"
+    default = load_settings(environ={})
+    assert default.cpu_workers() == max(1, (os.cpu_count() or 2) - 1)
+    assert load_settings(environ={"RT_WORKERS": "5"}).cpu_workers() == 5
+    three = load_settings(environ={"RT_WORKERS": "3"})
+    config = executor_config(three)
+    assert config["multiprocess"]["max_concurrent"] == 3
+    assert config["multiprocess"]["start_method"] == {"forkserver": {"preload_modules": ["rt_assets.step_preload"]}}
+    assert executor_config(three, workers=1) == {"in_process": {}}  # one step at a time: no process per step
+    forced = load_settings(environ={"RT_WORKERS": "1", "RT_STEP_EXECUTOR": "multiprocess"})
+    assert "multiprocess" in executor_config(forced)
+    executor = step_executor(three)
+    assert executor.name == "rt_executor" and executor.config_schema.config_type.fields["workers"].default_value == 3
     from rt_assets.definitions import build_definitions
 
-    job = build_definitions().resolve_job_def("course_job")
-    assert job.executor_def.name == "multiprocess"
-    monkeypatch.setenv("RT_WORKERS", "1")  # one step at a time: no process per step
-    assert step_executor().name == "in_process"
-    monkeypatch.setenv("RT_STEP_EXECUTOR", "multiprocess")
-    assert step_executor().name == "multiprocess"
+    assert build_definitions(three).resolve_job_def("course_job").executor_def.name == "rt_executor"
 
 
 def test_step_preload_imports_the_code_location(tmp_path):

@@ -2,30 +2,35 @@
 
 Two sensors, so that the runs they start carry the right tags: segmentation runs are tagged
 rt/gpu=true, which dagster.yaml limits to one at a time; everything else (crops, custom
-structures, the DVH with auto structures, cohort tables) runs untagged, in parallel.
+structures, the DVH with auto structures, cohort tables) runs untagged, in parallel. Only the
+segmentation assets this installation can run are targeted (no weights: no segmentation run).
 """
-
-import os
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
 from rt_assets.constants import SEGMENTATION_GROUP, TAG_GPU
 
-INTERVAL_S = int(os.environ.get("RT_SENSOR_INTERVAL_S", "30"))
 
-segmentation_automation_sensor = AutomationConditionSensorDefinition(
-    "segmentation_automation_sensor",
-    target=AssetSelection.groups(SEGMENTATION_GROUP),
-    run_tags={TAG_GPU: "true"},
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    description="Segments each course once its CT volume exists (GPU runs, one at a time).",
-)
-
-automation_sensor = AutomationConditionSensorDefinition(
-    "automation_sensor",
-    target=AssetSelection.all() - AssetSelection.groups(SEGMENTATION_GROUP),
-    default_status=DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=INTERVAL_S,
-    description="Crops, custom structures and DVHs after segmentation; cohort tables after course updates.",
-)
+def automation_sensors(interval_s: int, segmentation_assets: list[str]) -> list[AutomationConditionSensorDefinition]:
+    """The automation sensors; ``segmentation_assets``: the segmentation assets that can run here."""
+    sensors = [
+        AutomationConditionSensorDefinition(
+            "automation_sensor",
+            target=AssetSelection.all() - AssetSelection.groups(SEGMENTATION_GROUP),
+            default_status=DefaultSensorStatus.RUNNING,
+            minimum_interval_seconds=interval_s,
+            description="Crops, custom structures and DVHs after segmentation; cohort tables after course updates.",
+        )
+    ]
+    if segmentation_assets:
+        sensors.append(
+            AutomationConditionSensorDefinition(
+                "segmentation_automation_sensor",
+                target=AssetSelection.assets(*segmentation_assets),
+                run_tags={TAG_GPU: "true"},
+                default_status=DefaultSensorStatus.RUNNING,
+                minimum_interval_seconds=interval_s,
+                description="Segments each course once its CT volume exists (GPU runs, one at a time).",
+            )
+        )
+    return sensors

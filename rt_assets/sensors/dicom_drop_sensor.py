@@ -1,7 +1,6 @@
 """Start courses when DICOM lands in the drop folder."""
 
 import json
-import os
 import time
 
 from dagster import (
@@ -13,16 +12,17 @@ from dagster import (
     sensor,
 )
 
-from rt_assets.constants import COHORT_JOB, COURSE_JOB, TAG_COURSE, TAG_FINGERPRINT, TAG_LAUNCHED_BY
+from rt_assets.config import current_settings
+from rt_assets.constants import COHORT_JOB, COURSE_JOB
 from rt_assets.jobs import cohort_job, course_job
 from rt_assets.partitions import course_partitions
+from rt_assets.run_tags import course_tags
 from rt_resources.ingest.request_ledger import RequestLedger
 from rt_resources.ingest.survey import course_readiness
 from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot, DicomDrop
 
 COHORT_SUBJECT = "__cohort__"
-SENSOR_INTERVAL_S = int(os.environ.get("RT_SENSOR_INTERVAL_S", "30"))
 
 
 def course_run_key(course_key: str, fingerprint: str) -> str:
@@ -31,7 +31,7 @@ def course_run_key(course_key: str, fingerprint: str) -> str:
 
 @sensor(
     jobs=[course_job, cohort_job],
-    minimum_interval_seconds=SENSOR_INTERVAL_S,
+    minimum_interval_seconds=current_settings().sensor_interval_s,
     default_status=DefaultSensorStatus.RUNNING,
 )
 def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dicom_drop: DicomDrop):
@@ -70,11 +70,7 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
                 run_key=course_run_key(course.key, course.fingerprint),
                 job_name=COURSE_JOB,
                 partition_key=course.key,
-                tags={
-                    TAG_COURSE: course.key,
-                    TAG_FINGERPRINT: course.fingerprint[:16],
-                    TAG_LAUNCHED_BY: "sensor",
-                },
+                tags=course_tags(course, "sensor", current_settings().priority),
             )
         )
     # the cohort tables follow the set of started courses and the list of unusable files

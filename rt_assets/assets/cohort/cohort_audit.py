@@ -1,8 +1,8 @@
 import pandas as pd
+import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from rt_assets.audit import LEDGER_COLUMNS, ledger_rows
-from rt_resources.fileio import write_parquet_atomic
 from rt_resources.resources import DataRoot
 
 LEDGER_DIR = "audit"  #: cohort/audit/ledger-<n>.parquet, n = 1, 2, ...
@@ -12,13 +12,35 @@ def ledger_parts(folder) -> list:
     return sorted(folder.glob("ledger-*.parquet"))
 
 
-def ledger_cursors(folder) -> tuple[int, int]:
-    """The highest materialization storage id and check execution id already in the ledger."""
+CHECK_LOW_WATER = b"rt_check_low_water"  #: parquet metadata of each part: every check id up to it is settled
+
+
+def ledger_cursors(folder) -> tuple[int, int, frozenset[int]]:
+    """Where the next part starts: the highest materialization storage id in the ledger, the check
+    low water mark of the last part (executions above it may still be in flight), and the check
+    executions above that mark already in the ledger."""
     parts = ledger_parts(folder)
     if not parts:
-        return 0, 0
-    ids = pd.read_parquet(folder, columns=["event", "event_id"]).groupby("event")["event_id"].max()
-    return int(ids.get("materialization", 0)), int(ids.get("check", 0))
+        return 0, 0, frozenset()
+    frame = pd.read_parquet(folder, columns=["event", "event_id"])
+    mats = frame.loc[frame["event"] == "materialization", "event_id"]
+    materialization = int(mats.max()) if len(mats) else 0
+    checks = frame.loc[frame["event"] == "check", "event_id"]
+    meta = pq.read_schema(parts[-1]).metadata or {}
+    # parts written before the low water mark existed: every check up to their highest id was settled
+    low_water = int(meta[CHECK_LOW_WATER]) if CHECK_LOW_WATER in meta else int(checks.max() if len(checks) else 0)
+    return materialization, low_water, frozenset(int(i) for i in checks[checks > low_water])
+
+
+def _write_part(path, frame: pd.DataFrame, low_water: int):
+    """Write one ledger part, atomically, with the check low water mark in its parquet metadata."""
+    import pyarrow as pa
+
+    from rt_resources.fileio import write_atomic
+
+    table = pa.Table.from_pandas(frame, preserve_index=False)
+    table = table.replace_schema_metadata({**(table.schema.metadata or {}), CHECK_LOW_WATER: str(low_water).encode()})
+    return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
 @asset(code_version="1", kinds={"parquet"})
@@ -28,17 +50,18 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
     version, the upstream materializations consumed (storage ids) and the recorded lineage
     (source UIDs, input sha256, tool versions, model, output sha256); for checks the name,
     verdict, severity and description. Each run adds one part with the events after the ledger's
-    last ones; existing parts are never rewritten. Read them all with pandas.read_parquet(
-    "cohort/audit")."""
+    last ones; existing parts are never rewritten. A check planned by a run still in flight is
+    added by a later build, once evaluated (or, if its run ended first, as "not evaluated").
+    Read them all with pandas.read_parquet("cohort/audit")."""
     folder = data_root.cohort_dir() / LEDGER_DIR
     folder.mkdir(parents=True, exist_ok=True)
-    after_mat, after_check = ledger_cursors(folder)
-    rows = ledger_rows(context.instance, after_mat, after_check)
+    after_mat, after_check, in_ledger = ledger_cursors(folder)
+    rows, low_water = ledger_rows(context.instance, after_mat, after_check, in_ledger)
     new_part = None
     if rows:
         frame = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
         frame["passed"] = frame["passed"].astype("boolean")
-        new_part = write_parquet_atomic(folder / f"ledger-{len(ledger_parts(folder)) + 1:06d}.parquet", frame)
+        new_part = _write_part(folder / f"ledger-{len(ledger_parts(folder)) + 1:06d}.parquet", frame, low_water)
     return MaterializeResult(
         metadata={
             "path": MetadataValue.path(str(folder)),
@@ -46,5 +69,6 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
             "new_part": new_part.name if new_part else "none (no new events)",
             "n_parts": len(ledger_parts(folder)),
             "after": MetadataValue.json({"materialization": after_mat, "check": after_check}),
+            "check_low_water": low_water,
         }
     )

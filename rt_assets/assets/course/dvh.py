@@ -8,11 +8,10 @@ from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, read_dose_info
 from rt_resources.dvh.course import course_dvh, summary_table
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.ingest.manifest import ManifestError, primary_structure_set, read_manifest, source_files
-from rt_resources.parallel import default_workers
 from rt_resources.provenance import sha256_file
 from rt_resources.qc.checks import dose_coverage, dvh_sanity
 from rt_resources.qc.previews import PREVIEW_DIR, dvh_plot_png, png_markdown
-from rt_resources.resources import DataRoot
+from rt_resources.resources import ComputeConfig, DataRoot
 from rt_resources.structures.rtstruct import read_rois
 
 
@@ -28,7 +27,7 @@ from rt_resources.structures.rtstruct import read_rois
         required=["dose_grid", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
     ),
 )
-def dvh(context: AssetExecutionContext, data_root: DataRoot):
+def dvh(context: AssetExecutionContext, data_root: DataRoot, compute: ComputeConfig):
     """Dose-volume metrics and curves per ROI (courses/<key>/dvh_metrics.parquet,
     dvh_curves.parquet). Manual ROIs: contour-based, each contour plane a slab, supersampled
     in plane, trilinear dose. Every other masks/<source>/ folder: mask-based, the dose
@@ -61,7 +60,7 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot):
         masks_root=course_dir / "masks",
         prescription_gy=rx,
         single_plane_mm=ct.GetSpacing()[2],
-        workers=default_workers(),
+        workers=compute.worker_count(),
     )
     metrics_path = write_parquet_atomic(course_dir / "dvh_metrics.parquet", metrics)
     write_parquet_atomic(course_dir / "dvh_curves.parquet", curves)

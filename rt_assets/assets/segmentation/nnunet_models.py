@@ -1,4 +1,5 @@
-"""One asset per custom nnU-Net model folder found in ``$RT_MODELS_DIR`` (model.yaml each)."""
+"""One asset per custom nnU-Net model folder found in the settings' ``segmentation.models_dir``
+(model.yaml each); :mod:`rt_assets.definitions` makes them."""
 
 import os
 from pathlib import Path
@@ -19,7 +20,7 @@ from rt_assets.partitions import course_partitions
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import digest_of, sha256_file
 from rt_resources.resources import DataRoot, SegmentationConfig
-from rt_resources.segmentation.nnunet_models import NnUNetModel, discover_models, run_nnunet_model
+from rt_resources.segmentation.nnunet_models import NnUNetModel, run_nnunet_model
 from rt_resources.segmentation.totalseg import DeviceUnavailable
 from rt_resources.structures.masks import ROI_INDEX_FILE
 
@@ -82,7 +83,3 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
         )
 
     return _model_asset
-
-
-def model_assets_from_env() -> list[AssetsDefinition]:
-    return [nnunet_model_asset(m) for m in discover_models(Path(os.environ.get("RT_MODELS_DIR", "")) or None)]

@@ -1,0 +1,258 @@
+"""What each course needs: only what changed since its last successful materialization.
+
+Dagster already knows most of it. Each asset has a code version, each materialization records it,
+its data version (sha256 of the output files) and the data versions of the inputs it consumed, so
+Dagster's stale status says, per course partition, whether an output is MISSING, STALE (its code
+changed, or an input's data changed since) or FRESH. This module adds what Dagster cannot see:
+
+* the drop: ``course_manifest`` records the course's content fingerprint (SOP Instance UIDs and
+  file digests); a different fingerprint now means the course changed and runs again in full;
+* the settings: every materialization records ``settings_sha256``, the digest of what in its
+  resources' configuration changes outputs (radiomics parameter files by content, the
+  TotalSegmentator task, custom-structure rules, crop regions); a different digest reruns the
+  asset and what depends on it;
+* failures: a course whose last run of a stage failed or was cancelled (a crash included) runs
+  that stage again;
+* deliberate skips: an optional output that was skipped with a reason (no dose: no DVH) is not
+  "missing".
+
+A course that needs nothing is "unchanged" and starts no run; one that needs part of its assets
+gets a run of ``course_job`` restricted to them and their downstream assets. Segmentation and the
+derived stage are decided when the course stage is done, from the same records.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, AssetRecordsFilter, DagsterEventType, DagsterRunStatus, RunsFilter
+
+from rt_assets.constants import (
+    COHORT_GROUP,
+    COHORT_JOB,
+    COURSE_GROUP,
+    COURSE_JOB,
+    DERIVED_JOB,
+    SEGMENTATION_JOB,
+    TAG_COHORT_STATE,
+)
+from rt_assets.lineage import settings_digest
+from rt_resources.ingest.linking import Course
+
+FAILED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
+UNFINISHED = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+)
+
+
+@dataclass
+class CoursePlan:
+    course: Course
+    reason: str = "unchanged"  #: why the course stage runs (or "unchanged")
+    course_assets: list[str] = field(default_factory=list)  #: course_job assets to run; all of them = full job
+    full: bool = False  #: the whole course_job
+
+
+class Planner:
+    """Decides per course (and for the cohort) what to run, from the instance's records and the
+    code location that the CLI loaded with its settings."""
+
+    def __init__(self, instance, defs, resources: dict) -> None:
+        self.instance = instance
+        self.defs = defs
+        self.graph = defs.resolve_asset_graph()
+        self.resources = resources
+        self.course_job_assets = self._group(COURSE_GROUP)
+        self.derived_assets = sorted(
+            {k.to_user_string() for k in defs.resolve_job_def(DERIVED_JOB).asset_layer.selected_asset_keys}
+        )
+        self.cohort_assets = self._group(COHORT_GROUP)
+
+    # ------------------------------------------------------------------ records
+
+    def _group(self, group: str) -> list[str]:
+        return sorted(
+            k.to_user_string() for k in self.graph.get_all_asset_keys() if self.graph.get(k).group_name == group
+        )
+
+    def code_version(self, asset: str) -> str | None:
+        return self.graph.get(AssetKey(asset)).code_version
+
+    def settings_sha256(self, asset: str) -> str:
+        """The digest an asset materialized now would record (see :func:`rt_assets.lineage.lineage_metadata`)."""
+        keys = self.defs.get_assets_def(AssetKey(asset)).required_resource_keys - {"io_manager"}
+        return settings_digest({k: self.resources[k] for k in keys if k in self.resources})
+
+    def latest(self, asset: str, partitions: Iterable[str]) -> dict[str, object]:
+        """Partition -> its latest materialization record, in two queries for all partitions."""
+        key = AssetKey(asset)
+        ids = self.instance.get_latest_storage_id_by_partition(
+            key, DagsterEventType.ASSET_MATERIALIZATION, set(partitions)
+        )
+        if not ids:
+            return {}
+        records = self.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=key, storage_ids=list(ids.values())), limit=len(ids)
+        ).records
+        return {r.partition_key: r for r in records}
+
+    def skipped(self, asset: str, partition: str) -> bool:
+        """The asset's latest word on this partition is a deliberate skip (an observation saying why)."""
+        key = AssetKey(asset)
+        obs = self.instance.fetch_observations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
+        if not obs.records or "skipped" not in (obs.records[0].asset_observation.metadata or {}):
+            return False
+        mats = self.instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), 1)
+        return not mats.records or mats.records[0].storage_id < obs.records[0].storage_id
+
+    def last_runs(self, job_name: str) -> dict[str, object]:
+        """Partition -> the latest run of ``job_name`` for it."""
+        out: dict[str, object] = {}
+        for run in self.instance.get_runs(RunsFilter(job_name=job_name)):  # newest first
+            out.setdefault(run.tags.get("dagster/partition", ""), run)
+        return out
+
+    def resolver(self):
+        """A fresh Dagster stale-status resolver (it caches: make one per decision round)."""
+        from dagster._core.asset_graph_view.asset_graph_view import AssetGraphView, TemporalContext
+        from dagster._core.definitions.data_version import CachingStaleStatusResolver
+        from dagster._time import get_current_datetime
+
+        view = AssetGraphView(
+            temporal_context=TemporalContext(effective_dt=get_current_datetime(), last_event_id=None),
+            instance=self.instance,
+            asset_graph=self.graph,
+        )
+        return CachingStaleStatusResolver(self.instance, self.graph, view)
+
+    def _own_changes(self, resolver, asset: str, partition: str, record) -> str | None:
+        """Why ``asset`` of ``partition`` must be recomputed, looking at itself only, or None."""
+        from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
+
+        key = AssetKey(asset)
+        status = resolver.get_status(key, partition)
+        if status == StaleStatus.MISSING:
+            return None if self.skipped(asset, partition) else f"{asset} never materialized"
+        if status == StaleStatus.STALE:
+            causes = [
+                c for c in resolver.get_stale_causes(key, partition) if c.category != StaleCauseCategory.DEPENDENCIES
+            ]
+            if causes:
+                return f"{asset}: {causes[0].reason}"
+        metadata = record.asset_materialization.metadata if record is not None else {}
+        recorded = metadata.get("settings_sha256")
+        if recorded is not None and recorded.value != self.settings_sha256(asset):
+            return f"{asset}: settings changed"
+        return None
+
+    def downstream(self, assets: Iterable[str], within: Iterable[str]) -> list[str]:
+        """``assets`` and everything downstream of them, restricted to ``within``."""
+        keep = set(within)
+        todo, seen = [AssetKey(a) for a in assets], set()
+        while todo:
+            key = todo.pop()
+            if key in seen:
+                continue
+            seen.add(key)
+            todo.extend(self.graph.get(key).child_keys)
+        return sorted(k.to_user_string() for k in seen if k.to_user_string() in keep)
+
+    # ------------------------------------------------------------------ decisions
+
+    def plan_courses(self, courses: list[Course], force: bool, force_keys: set[str]) -> list[CoursePlan]:
+        """The course stage of every course: a full run, a run of some assets, or nothing."""
+        keys = {c.key for c in courses}
+        manifests = self.latest("course_manifest", keys)
+        last_runs = self.last_runs(COURSE_JOB)
+        latest = {a: self.latest(a, keys) for a in self.course_job_assets}
+        resolver = self.resolver()
+        plans = []
+        for course in courses:
+            plan = CoursePlan(course)
+            manifest = manifests.get(course.key)
+            fingerprint = manifest.asset_materialization.metadata.get("fingerprint") if manifest else None
+            last = last_runs.get(course.key)
+            if force or course.key in force_keys:
+                plan.reason = "forced"
+            elif manifest is None:
+                plan.reason = "new"
+            elif fingerprint is None or fingerprint.value != course.fingerprint:
+                plan.reason = "content changed"
+            elif last is not None and last.status in FAILED:
+                plan.reason = f"last run {last.status.value.lower()}"
+            else:
+                changed = {}
+                for asset in self.course_job_assets:
+                    why = self._own_changes(resolver, asset, course.key, latest[asset].get(course.key))
+                    if why:
+                        changed[asset] = why
+                if changed:
+                    plan.reason = "; ".join(sorted(set(changed.values())))[:200]
+                    plan.course_assets = self.downstream(changed, self.course_job_assets)
+                    plan.full = set(plan.course_assets) == set(self.course_job_assets)
+                plans.append(plan)
+                continue
+            plan.course_assets, plan.full = list(self.course_job_assets), True
+            plans.append(plan)
+        return plans
+
+    def segmentation_needed(self, course_key: str, available: list[str]) -> list[str]:
+        """The available segmentation assets that are missing, stale or differently configured for
+        the course (asked once its course stage is done, so a changed CT counts)."""
+        if not available:
+            return []
+        last = self.last_runs(SEGMENTATION_JOB).get(course_key)
+        resolver = self.resolver()
+        needed = []
+        for asset in available:
+            record = self.latest(asset, [course_key]).get(course_key)
+            if (last is not None and last.status in FAILED) or self._own_changes(resolver, asset, course_key, record):
+                needed.append(asset)
+        return needed
+
+    def derived_needed(self, course_key: str, segmented: bool, custom_rules: bool) -> bool:
+        """Crops, custom structures and the DVH/radiomics/preview with auto structures: after a
+        segmentation, or when custom-structure rules are set and their output is not up to date."""
+        if segmented:
+            return True
+        last = self.last_runs(DERIVED_JOB).get(course_key)
+        if last is not None and last.status in FAILED:
+            return True
+        if not custom_rules:
+            return False
+        resolver = self.resolver()
+        record = self.latest("custom_structures", [course_key]).get(course_key)
+        from dagster._core.definitions.data_version import StaleStatus
+
+        if resolver.get_status(AssetKey("custom_structures"), course_key) == StaleStatus.MISSING:
+            return True
+        return self._own_changes(resolver, "custom_structures", course_key, record) is not None
+
+    def cohort_needed(self, state: str, ran_something: bool) -> str | None:
+        """Why the cohort tables must be rebuilt, or None: anything ran; the drop's set of courses or
+        unusable files changed (``state``); their code or settings changed; the last build failed."""
+        if ran_something:
+            return "courses were processed"
+        runs = self.instance.get_runs(RunsFilter(job_name=COHORT_JOB), limit=1)
+        if not runs:
+            return "never built"
+        if runs[0].status != DagsterRunStatus.SUCCESS:
+            return f"last build {runs[0].status.value.lower()}"
+        if runs[0].tags.get(TAG_COHORT_STATE) != state:
+            return "the drop's courses or unusable files changed"
+        for asset in self.cohort_assets:
+            records = self.instance.fetch_materializations(AssetKey(asset), limit=1).records
+            if not records:
+                return f"{asset} never materialized"
+            mat = records[0].asset_materialization
+            if (mat.tags or {}).get("dagster/code_version") != self.code_version(asset):
+                return f"{asset}: code changed"
+            recorded = (mat.metadata or {}).get("settings_sha256")
+            if recorded is not None and recorded.value != self.settings_sha256(asset):
+                return f"{asset}: settings changed"
+        return None

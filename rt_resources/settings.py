@@ -1,0 +1,269 @@
+"""The pipeline's settings: one typed object, read in one place.
+
+Every knob of the pipeline (where the data lives, the drop folder and its quiet period, how many
+workers, TotalSegmentator, radiomics, custom models, crops) is a field of :class:`Settings`.
+It is built, lowest precedence first, from
+
+1. the defaults below;
+2. a YAML file: the path given to :func:`load_settings`, else ``$RT_SETTINGS``, else
+   ``$DAGSTER_HOME/rtpipeline.yaml`` when it exists (``rtpipeline run`` writes the settings of
+   its last run there, so the code location a daemon loads for that instance sees the same data
+   root);
+3. environment variables (``RT_DATA_ROOT``, ``RT_DROP_ROOT``, ... listed in :data:`ENV_FIELDS`),
+   for ``dagster dev`` and container deployments;
+4. explicit overrides (the CLI's options).
+
+This module is the only place that reads those variables. The rest of the code receives a
+``Settings`` (or the Dagster resources built from it); the CLI hands its settings to the runs it
+submits as run config, never through its own environment.
+
+Secrets never travel as values: the TotalSegmentator licence key is named by an environment
+variable (``totalsegmentator.license_env``) or a file (``license_file``), read in the step that
+needs it, so neither the UI, the run config nor a command line shows it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+SETTINGS_ENV = "RT_SETTINGS"  #: a YAML settings file
+INSTANCE_SETTINGS_FILE = "rtpipeline.yaml"  #: in $DAGSTER_HOME: the settings of the instance's last CLI run
+LICENSE_ENV_DEFAULT = "RT_TOTALSEG_LICENSE"
+
+
+class SettingsError(ValueError):
+    """Settings that cannot be used; the message names the file or variable and the field."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TotalSegmentatorSettings(_Section):
+    """TotalSegmentator (the CLI's --totalseg-* options); weights under ``home``."""
+
+    home: str = Field(default="", description="TOTALSEG_HOME_DIR (default ~/.totalsegmentator)")
+    task: str = Field(default="total", description="TotalSegmentator task")
+    fast: bool = Field(default=False, description="the fast (3 mm) models")
+    roi_subset: list[str] = Field(default_factory=list, description="only these classes")
+    device: Literal["gpu", "cpu"] = Field(default="gpu", description="device of TotalSegmentator and custom models")
+    license_env: str = Field(
+        default=LICENSE_ENV_DEFAULT, description="name of the environment variable holding the licence key"
+    )
+    license_file: str = Field(default="", description="file holding the licence key (instead of license_env)")
+
+
+class RadiomicsSettings(_Section):
+    """pyradiomics: parameter files, pool size, sequential mode."""
+
+    params: str = Field(default="", description="parameter YAML for CT (empty: the shipped CT.yaml)")
+    mr_params: str = Field(default="", description="parameter YAML for MR (empty: the shipped MR.yaml)")
+    workers: int = Field(default=0, ge=0, description="worker processes (0: the pipeline's workers)")
+    sequential: bool = Field(default=False, description="one ROI at a time, in process")
+
+
+class SegmentationSettings(_Section):
+    """Custom nnU-Net models, custom structures and anatomical crops."""
+
+    models_dir: str = Field(default="", description="folder of custom nnU-Net models (model.yaml each)")
+    custom_structures: str = Field(default="", description="YAML file of boolean structure combinations")
+    crop_regions: list[str] = Field(default_factory=list, description="regions to crop to (default: all found)")
+
+
+class Settings(_Section):
+    """Everything the pipeline can be told. Paths are stored absolute once loaded."""
+
+    data_root: str = Field(default="rt_data", description="folder holding courses/, cohort/ and the drop index")
+    drop_root: str = Field(default="", description="drop folder DICOM lands in (read only)")
+    quiet_period_s: float = Field(default=60.0, ge=0, description="seconds without change before a course starts")
+    sensor_interval_s: int = Field(default=30, ge=1, description="seconds between scans of the drop and automation")
+    workers: int = Field(
+        default=0, ge=0, description="CPU workers of a run: steps at once and pool size (0: cores - 1)"
+    )
+    step_executor: Literal["auto", "multiprocess", "in_process"] = Field(
+        default="auto", description="auto: in process with one worker, else multiprocess"
+    )
+    step_start_method: Literal["forkserver", "spawn"] = Field(default="forkserver")
+    priority: Literal["size", "fifo"] = Field(
+        default="size", description="run priority: small courses first (size) or in order of arrival (fifo)"
+    )
+    totalsegmentator: TotalSegmentatorSettings = Field(default_factory=TotalSegmentatorSettings)
+    radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
+    segmentation: SegmentationSettings = Field(default_factory=SegmentationSettings)
+
+    def cpu_workers(self) -> int:
+        """The run's CPU workers: ``workers`` if set, else CPU cores - 1 (one core stays for the
+        orchestrating process, the daemon and the UI), at least 1."""
+        return self.workers or max(1, (os.cpu_count() or 2) - 1)
+
+    def public(self) -> dict[str, Any]:
+        """The settings as plain data; holds no secret (the licence key is only named)."""
+        return self.model_dump(mode="json")
+
+
+#: environment variable -> (dotted field, kind); kind "list" splits on commas, "bool" takes 1/true/yes
+ENV_FIELDS: dict[str, tuple[str, str]] = {
+    "RT_DATA_ROOT": ("data_root", "path"),
+    "RT_DROP_ROOT": ("drop_root", "path"),
+    "RT_QUIET_PERIOD_S": ("quiet_period_s", "str"),
+    "RT_SENSOR_INTERVAL_S": ("sensor_interval_s", "str"),
+    "RT_WORKERS": ("workers", "str"),
+    "RT_STEP_EXECUTOR": ("step_executor", "str"),
+    "RT_STEP_START_METHOD": ("step_start_method", "str"),
+    "RT_PRIORITY": ("priority", "str"),
+    "TOTALSEG_HOME_DIR": ("totalsegmentator.home", "path"),
+    "RT_TOTALSEG_TASK": ("totalsegmentator.task", "str"),
+    "RT_TOTALSEG_FAST": ("totalsegmentator.fast", "bool"),
+    "RT_TOTALSEG_ROI_SUBSET": ("totalsegmentator.roi_subset", "list"),
+    "RT_TOTALSEG_DEVICE": ("totalsegmentator.device", "str"),
+    "RT_TOTALSEG_LICENSE_FILE": ("totalsegmentator.license_file", "path"),
+    "RT_RADIOMICS_PARAMS": ("radiomics.params", "path"),
+    "RT_RADIOMICS_MR_PARAMS": ("radiomics.mr_params", "path"),
+    "RT_RADIOMICS_WORKERS": ("radiomics.workers", "str"),
+    "RT_SEQUENTIAL_RADIOMICS": ("radiomics.sequential", "bool"),
+    "RT_MODELS_DIR": ("segmentation.models_dir", "path"),
+    "RT_CUSTOM_STRUCTURES": ("segmentation.custom_structures", "path"),
+    "RT_CROP_REGIONS": ("segmentation.crop_regions", "list"),
+}
+#: fields holding paths: made absolute when loaded, so a run started elsewhere sees the same files
+PATH_FIELDS = [field for field, kind in ENV_FIELDS.values() if kind == "path"]
+
+
+def _set(tree: dict, dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    for p in parents:
+        tree = tree.setdefault(p, {})
+    tree[leaf] = value
+
+
+def _get(tree: Mapping, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(tree, Mapping) or part not in tree:
+            return None
+        tree = tree[part]
+    return tree
+
+
+def _merge(base: dict, update: Mapping) -> dict:
+    out = dict(base)
+    for key, value in update.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_env(environ: Mapping[str, str]) -> dict:
+    tree: dict = {}
+    for name, (dotted, kind) in ENV_FIELDS.items():
+        raw = environ.get(name, "")
+        if raw == "":
+            continue
+        if kind == "bool":
+            value: Any = raw.strip().lower() in ("1", "true", "yes", "on")
+        elif kind == "list":
+            value = [v.strip() for v in raw.split(",") if v.strip()]
+        else:
+            value = raw
+        _set(tree, dotted, value)
+    return tree
+
+
+def settings_file(environ: Mapping[str, str] | None = None) -> Path | None:
+    """The YAML file settings are read from: ``$RT_SETTINGS``, else the instance's
+    ``$DAGSTER_HOME/rtpipeline.yaml`` when it exists, else none."""
+    environ = os.environ if environ is None else environ
+    if environ.get(SETTINGS_ENV):
+        return Path(environ[SETTINGS_ENV])
+    home = environ.get("DAGSTER_HOME", "")
+    if home and (Path(home) / INSTANCE_SETTINGS_FILE).is_file():
+        return Path(home) / INSTANCE_SETTINGS_FILE
+    return None
+
+
+def _read_yaml(path: Path) -> dict:
+    try:
+        doc = yaml.safe_load(Path(path).read_text()) or {}
+    except OSError as exc:
+        raise SettingsError(f"settings file {path}: cannot be read: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise SettingsError(f"settings file {path}: not valid YAML: {exc}") from exc
+    if not isinstance(doc, dict):
+        raise SettingsError(f"settings file {path}: expected a mapping of settings, found {type(doc).__name__}")
+    return doc
+
+
+def _absolute(tree: dict, base: Path) -> dict:
+    for dotted in PATH_FIELDS:
+        value = _get(tree, dotted)
+        if value:
+            _set(tree, dotted, str((base / Path(value).expanduser()).resolve()))
+    return tree
+
+
+def load_settings(
+    path: Path | str | None = None,
+    environ: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Defaults < YAML file < environment < ``overrides`` (a nested mapping, e.g. from the CLI).
+
+    Relative paths in the file are taken relative to the file's folder; relative paths from the
+    environment or the overrides relative to the working directory. Raises :class:`SettingsError`
+    naming the source of a bad value."""
+    environ = os.environ if environ is None else environ
+    file = Path(path) if path else settings_file(environ)
+    layers: list[tuple[str, dict]] = []
+    if file is not None:
+        layers.append((f"settings file {file}", _absolute(_read_yaml(file), file.resolve().parent)))
+    layers.append(("environment", _absolute(_from_env(environ), Path.cwd())))
+    if overrides:
+        layers.append(("options", _absolute(_merge({}, overrides), Path.cwd())))
+    merged: dict = {}
+    for source, layer in layers:
+        try:  # validate each layer on its own first, so an error names where the value came from
+            Settings.model_validate(_merge(merged, layer))
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" + _env_hint(e["loc"]) for e in exc.errors()
+            )
+            raise SettingsError(f"{source}: {problems}") from None
+        merged = _merge(merged, layer)
+    settings = Settings.model_validate(merged)
+    if not Path(settings.data_root).is_absolute():
+        settings = settings.model_copy(update={"data_root": str(Path(settings.data_root).resolve())})
+    return settings
+
+
+def _env_hint(loc: tuple) -> str:
+    dotted = ".".join(str(p) for p in loc)
+    names = [name for name, (field, _) in ENV_FIELDS.items() if field == dotted]
+    return f" (environment variable {names[0]})" if names else ""
+
+
+def write_settings(settings: Settings, path: Path) -> Path:
+    """Write ``settings`` as YAML (atomically), for a code location to read back."""
+    from rt_resources.fileio import write_atomic
+
+    text = "# written by rtpipeline run: the settings of this instance's last CLI run\n" + yaml.safe_dump(
+        settings.public(), sort_keys=False
+    )
+    return write_atomic(Path(path), lambda tmp: tmp.write_text(text))
+
+
+def read_license_key(settings: TotalSegmentatorSettings, environ: Mapping[str, str] | None = None) -> str:
+    """The TotalSegmentator licence key, read where the settings say (file, else variable), or ""."""
+    environ = os.environ if environ is None else environ
+    if settings.license_file:
+        try:
+            return Path(settings.license_file).read_text().strip()
+        except OSError as exc:
+            raise SettingsError(f"TotalSegmentator licence file {settings.license_file}: {exc}") from exc
+    return environ.get(settings.license_env, "").strip() if settings.license_env else ""
