@@ -111,17 +111,21 @@ def cmd_run(args: argparse.Namespace) -> int:
             "raise them with `dagster instance concurrency set gpu N` and in dagster.yaml on a machine with N GPUs",
             args.seg_workers,
         )
-    return execute(
-        RunOptions(
-            drop=drop,
-            out=out,
-            settings=settings,
-            force=args.force,
-            courses=set(args.course or []),
-            no_wait=args.no_wait,
-            verbose=args.verbose,
+    try:
+        return execute(
+            RunOptions(
+                drop=drop,
+                out=out,
+                settings=settings,
+                force=args.force,
+                courses=set(args.course or []),
+                no_wait=args.no_wait,
+                verbose=args.verbose,
+            )
         )
-    )
+    except KeyboardInterrupt:
+        log.error("interrupted")
+        return 130
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
@@ -246,7 +250,7 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from rt_resources.segmentation.crop import REGIONS
+    from rt_resources.segmentation.regions import REGIONS
 
     parser = argparse.ArgumentParser(
         prog="rtpipeline", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter

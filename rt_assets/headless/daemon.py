@@ -100,21 +100,28 @@ class QueueDaemon:
         self.log_path = Path(log_path)
         self.proc: subprocess.Popen | None = None
 
-    def start(self, instance, timeout_s: float = 180.0) -> None:
-        """Start the daemon and wait for its first heartbeat (its code location has loaded)."""
+    def launch(self) -> None:
+        """Start the daemon process (returns at once; :meth:`wait_ready` waits for its heartbeat)."""
         (self.home / STATE_FILE).unlink(missing_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "rt_assets.headless.daemon"],
-            env={**os.environ, "DAGSTER_HOME": str(self.home)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_child_setup,
-        )
-        log.close()
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "rt_assets.headless.daemon"],
+                env={**os.environ, "DAGSTER_HOME": str(self.home)},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                preexec_fn=_child_setup,
+            )
+        self._ready = False
+
+    def wait_ready(self, instance, timeout_s: float = 180.0) -> None:
+        """Wait for the daemon's first heartbeat (its code location has loaded)."""
+        if self.proc is None:
+            self.launch()
+        if getattr(self, "_ready", False):
+            return
         deadline = time.time() + timeout_s
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -125,10 +132,16 @@ class QueueDaemon:
             state = _state(self.home)
             beat = instance.get_daemon_heartbeats().get(QUEUE_DAEMON_TYPE)
             if state.get("pid") == self.proc.pid and beat is not None and beat.daemon_id == state.get("daemon_id"):
+                self._ready = True
                 return
-            time.sleep(0.5)
+            time.sleep(0.3)
         self.stop()
         raise RuntimeError(f"the run-queue daemon did not heartbeat within {timeout_s:.0f} s; log: {self.log_path}")
+
+    def start(self, instance, timeout_s: float = 180.0) -> None:
+        """Start the daemon and wait for its first heartbeat."""
+        self.launch()
+        self.wait_ready(instance, timeout_s)
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None

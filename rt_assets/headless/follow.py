@@ -25,7 +25,7 @@ from rt_resources.ingest.linking import Course
 
 log = logging.getLogger("rtpipeline")
 
-POLL_S = 1.0
+POLL_S = 0.5
 DAEMON_CHECK_S = 15.0
 
 QUEUED_STATES = (DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED)

@@ -130,25 +130,54 @@ class Planner:
         )
         return CachingStaleStatusResolver(self.instance, self.graph, view)
 
-    def _own_changes(self, resolver, asset: str, partition: str, record) -> str | None:
-        """Why ``asset`` of ``partition`` must be recomputed, looking at itself only, or None."""
+    def _own_changes(self, resolver, asset: str, partition: str, record, parents_latest=None) -> str | None:
+        """Why ``asset`` of ``partition`` must be recomputed, looking at itself only, or None.
+
+        ``record`` is its latest materialization. Code version and settings digest are read from
+        it. Whether an input's data changed since is Dagster's stale status; it is asked only when
+        an upstream asset was materialized after this output (``parents_latest``: upstream asset
+        -> partition -> latest record; None: always ask), which saves its queries in the common
+        case of a course whose assets were last materialized together. ``resolver`` makes the
+        (cached) resolver on first use."""
         from dagster._core.definitions.data_version import StaleCauseCategory, StaleStatus
 
         key = AssetKey(asset)
-        status = resolver.get_status(key, partition)
-        if status == StaleStatus.MISSING:
+        if record is None:
             return None if self.skipped(asset, partition) else f"{asset} never materialized"
+        recorded_code = (record.asset_materialization.tags or {}).get("dagster/code_version")
+        if recorded_code != self.code_version(asset):
+            return f"{asset}: code version {recorded_code} -> {self.code_version(asset)}"
+        recorded = (record.asset_materialization.metadata or {}).get("settings_sha256")
+        if recorded is not None and recorded.value != self.settings_sha256(asset):
+            return f"{asset}: settings changed"
+        if parents_latest is not None:
+            newer = [
+                parent
+                for parent in self.graph.get(key).parent_keys
+                if (up := parents_latest.get(parent.to_user_string(), {}).get(partition)) is not None
+                and up.storage_id > record.storage_id
+            ]
+            if not newer:
+                return None
+        status = resolver().get_status(key, partition)
         if status == StaleStatus.STALE:
             causes = [
-                c for c in resolver.get_stale_causes(key, partition) if c.category != StaleCauseCategory.DEPENDENCIES
+                c for c in resolver().get_stale_causes(key, partition) if c.category != StaleCauseCategory.DEPENDENCIES
             ]
             if causes:
                 return f"{asset}: {causes[0].reason}"
-        metadata = record.asset_materialization.metadata if record is not None else {}
-        recorded = metadata.get("settings_sha256")
-        if recorded is not None and recorded.value != self.settings_sha256(asset):
-            return f"{asset}: settings changed"
         return None
+
+    def lazy_resolver(self):
+        """A function returning one stale-status resolver, made on first call."""
+        made = []
+
+        def get():
+            if not made:
+                made.append(self.resolver())
+            return made[0]
+
+        return get
 
     def downstream(self, assets: Iterable[str], within: Iterable[str]) -> list[str]:
         """``assets`` and everything downstream of them, restricted to ``within``."""
@@ -169,8 +198,9 @@ class Planner:
         keys = {c.key for c in courses}
         manifests = self.latest("course_manifest", keys)
         last_runs = self.last_runs(COURSE_JOB)
-        latest = {a: self.latest(a, keys) for a in self.course_job_assets}
-        resolver = self.resolver()
+        partitioned = [k.to_user_string() for k in self.graph.get_all_asset_keys() if self.graph.get(k).partitions_def]
+        latest = {a: self.latest(a, keys) for a in partitioned}
+        resolver = self.lazy_resolver()
         plans = []
         for course in courses:
             plan = CoursePlan(course)
@@ -188,7 +218,7 @@ class Planner:
             else:
                 changed = {}
                 for asset in self.course_job_assets:
-                    why = self._own_changes(resolver, asset, course.key, latest[asset].get(course.key))
+                    why = self._own_changes(resolver, asset, course.key, latest[asset].get(course.key), latest)
                     if why:
                         changed[asset] = why
                 if changed:
@@ -207,7 +237,7 @@ class Planner:
         if not available:
             return []
         last = self.last_runs(SEGMENTATION_JOB).get(course_key)
-        resolver = self.resolver()
+        resolver = self.lazy_resolver()
         needed = []
         for asset in available:
             record = self.latest(asset, [course_key]).get(course_key)
@@ -225,13 +255,10 @@ class Planner:
             return True
         if not custom_rules:
             return False
-        resolver = self.resolver()
         record = self.latest("custom_structures", [course_key]).get(course_key)
-        from dagster._core.definitions.data_version import StaleStatus
-
-        if resolver.get_status(AssetKey("custom_structures"), course_key) == StaleStatus.MISSING:
+        if record is None:
             return True
-        return self._own_changes(resolver, "custom_structures", course_key, record) is not None
+        return self._own_changes(self.lazy_resolver(), "custom_structures", course_key, record) is not None
 
     def cohort_needed(self, state: str, ran_something: bool) -> str | None:
         """Why the cohort tables must be rebuilt, or None: anything ran; the drop's set of courses or

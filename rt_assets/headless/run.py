@@ -136,15 +136,12 @@ def execute(opts: RunOptions) -> int:
 
 
 def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
-    from rt_assets.headless.daemon import QueueDaemon, running_daemon
-    from rt_assets.headless.follow import Follower, Progress, cancel_runs
+    from rt_assets.headless.daemon import running_daemon
     from rt_assets.headless.instance import open_instance
     from rt_assets.headless.plan import Planner
     from rt_assets.headless.recovery import recover
     from rt_assets.headless.submit import Submitter
     from rt_assets.partitions import course_partitions
-    from rt_assets.run_tags import course_tags
-    from rt_resources.ingest.request_ledger import RequestLedger
     from rt_resources.ingest.survey import survey_drop
     from rt_resources.resources import resources_from_settings
     from rt_resources.segmentation.availability import segmentation_availability
@@ -185,75 +182,109 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
         instance.add_dynamic_partitions(course_partitions.name, new_keys)
     for line in recover(instance, data_root_tag(out), session):
         log.warning("recovered from an earlier crash: %s", line)
+    daemons = Daemons(instance, home)
+    try:
+        if not live and (new_keys or opts.force) and not opts.no_wait:
+            daemons.launch_early()  # work is certain: the daemon loads its code location while this plans
+        module = sys.modules.get("rt_assets.definitions")
+        defs = importlib.reload(module).defs if module else importlib.import_module("rt_assets.definitions").defs
+        planner = Planner(instance, defs, resources_from_settings(settings))
+        plans = planner.plan_courses(courses, opts.force, set())
+        with Submitter(instance) as submitter:
+            return _submit_and_follow(opts, instance, home, session, survey, courses, plans, planner, submitter,
+                                      availability, daemons)  # fmt: skip
+    finally:
+        daemons.stop()
 
-    module = sys.modules.get("rt_assets.definitions")
-    defs = importlib.reload(module).defs if module else importlib.import_module("rt_assets.definitions").defs
-    planner = Planner(instance, defs, resources_from_settings(settings))
-    plans = planner.plan_courses(courses, opts.force, set())
+
+class Daemons:
+    """The daemon this command relies on: one already heartbeating for the instance, else its own
+    (started early when work is certain, else on first need, again if it dies)."""
+
+    def __init__(self, instance, home: Path) -> None:
+        self.instance, self.home = instance, home
+        self.own = None
+
+    def _new(self):
+        from rt_assets.headless.daemon import QueueDaemon
+
+        return QueueDaemon(self.home, self.home / "logs" / "rtpipeline-daemon.log")
+
+    def launch_early(self) -> None:
+        self.own = self._new()
+        self.own.launch()
+
+    def ensure(self) -> None:
+        from rt_assets.headless.daemon import running_daemon
+
+        if self.own is not None and self.own.alive():
+            self.own.wait_ready(self.instance)
+            return
+        if running_daemon(self.instance, self.home):
+            return
+        if self.own is not None:
+            log.warning("the run-queue daemon exited; starting it again (log: %s)", self.own.log_path)
+        self.own = self._new()
+        self.own.start(self.instance)
+
+    def stop(self) -> None:
+        if self.own is not None:
+            self.own.stop()
+
+
+def _submit_and_follow(opts, instance, home, session, survey, courses, plans, planner, submitter, availability,
+                       daemons: Daemons) -> int:  # fmt: skip
+    """Submit the first stage of every course, follow them all, then the cohort tables; summary."""
+    from rt_assets.headless.follow import Follower, Progress, cancel_runs
+    from rt_assets.run_tags import course_tags
+    from rt_resources.ingest.request_ledger import RequestLedger
+
+    settings, out = opts.settings, opts.out
     config = run_config(settings, opts.verbose)
     base_tags = {TAG_CLI_SESSION: session, TAG_DATA_ROOT: data_root_tag(out), TAG_LAUNCHED_BY: "cli"}
     ledger = RequestLedger(out / "index" / "sensor_requests.sqlite")
-    daemon: QueueDaemon | None = None
 
-    def ensure_daemon() -> None:
-        nonlocal daemon
-        if daemon is not None and daemon.alive():
-            return
-        if running_daemon(instance, home):
-            return
-        if daemon is not None:
-            log.warning("the run-queue daemon exited; starting it again (log: %s)", daemon.log_path)
-        daemon = QueueDaemon(home, home / "logs" / "rtpipeline-daemon.log")
-        daemon.start(instance)
+    def submit(job: str, course, stage: str, assets=None) -> str:
+        tags = {**course_tags(course, "cli", settings.priority, gpu=job == SEGMENTATION_JOB), **base_tags}
+        run_id = submitter.submit(job, {**tags, TAG_STAGE: stage}, config, partition_key=course.key, assets=assets)
+        if job == COURSE_JOB:  # the drop sensor will not request this content again
+            ledger.record({course.key: course.fingerprint}, 0)
+        return run_id
 
-    with Submitter(instance) as submitter:
-
-        def submit(job: str, course, stage: str, assets=None) -> str:
-            tags = {**course_tags(course, "cli", settings.priority, gpu=job == SEGMENTATION_JOB), **base_tags}
-            run_id = submitter.submit(job, {**tags, TAG_STAGE: stage}, config, partition_key=course.key, assets=assets)
-            if job == COURSE_JOB:  # the drop sensor will not request this content again
-                ledger.record({course.key: course.fingerprint}, 0)
-            return run_id
-
-        custom_rules = bool(settings.segmentation.custom_structures)
-        follower = Follower(instance, planner, submit, availability.available_assets(), custom_rules, ensure_daemon)
-        progress = None
-        try:
-            follower.start(plans)
-            if opts.no_wait:
-                unchanged = sum(1 for p in plans if not p.course_assets)
-                print(f"queued {len(follower.session_runs())} course runs on {home}; the daemon launches them "
-                      f"(follow them in the UI; unchanged courses: {unchanged})")  # fmt: skip
-                return EXIT_OK
-            if not all(s.finished for s in follower.states):
-                ensure_daemon()
-            progress = Progress(len(follower.states))
-            follower.follow(progress)
-            ran = any(s.stages_run for s in follower.states)
-            state = cohort_state(survey)
-            why = planner.cohort_needed(state, ran)
-            cohort_ok, cohort_error = True, ""
-            if why:
-                log.info("cohort tables: rebuilding (%s)", why)
-                cohort_tags = {**base_tags, TAG_COHORT_STATE: state, TAG_STAGE: "cohort"}
-                run_id = submitter.submit(COHORT_JOB, cohort_tags, config)
-                ensure_daemon()
-                cohort_ok, cohort_error = follower.wait_for(run_id)
-            else:
-                log.info("cohort tables: up to date")
-        except KeyboardInterrupt:
-            n = cancel_runs(instance, follower.session_runs())
-            log.error("interrupted: %d queued or running runs of this command cancelled", n)
-            return EXIT_INTERRUPTED
-        finally:
-            if progress is not None:
-                progress.close()
-            if daemon is not None:
-                daemon.stop()
-
-    _print_summary(follower.states, survey, out, home, drop, cohort_ok, cohort_error, bool(why))
+    custom_rules = bool(settings.segmentation.custom_structures)
+    follower = Follower(instance, planner, submit, availability.available_assets(), custom_rules, daemons.ensure)
+    progress = None
+    try:
+        follower.start(plans)
+        if opts.no_wait:
+            unchanged = sum(1 for p in plans if not p.course_assets)
+            print(f"queued {len(follower.session_runs())} course runs on {home}; the daemon launches them "
+                  f"(follow them in the UI; unchanged courses: {unchanged})")  # fmt: skip
+            return EXIT_OK
+        if not all(s.finished for s in follower.states):
+            daemons.ensure()
+        progress = Progress(len(follower.states))
+        follower.follow(progress)
+        state = cohort_state(survey)
+        why = planner.cohort_needed(state, any(s.stages_run for s in follower.states))
+        cohort_ok, cohort_error = True, ""
+        if why:
+            log.info("cohort tables: rebuilding (%s)", why)
+            run_id = submitter.submit(COHORT_JOB, {**base_tags, TAG_COHORT_STATE: state, TAG_STAGE: "cohort"}, config)
+            daemons.ensure()
+            cohort_ok, cohort_error = follower.wait_for(run_id)
+        else:
+            log.info("cohort tables: up to date")
+    except KeyboardInterrupt:
+        n = cancel_runs(instance, follower.session_runs())
+        log.error("interrupted: %d queued or running runs of this command cancelled", n)
+        return EXIT_INTERRUPTED
+    finally:
+        if progress is not None:
+            progress.close()
+    _print_summary(follower.states, survey, out, home, opts.drop, cohort_ok, cohort_error, bool(why))
     if not courses:
-        log.error("no course found in %s", drop)
+        log.error("no course found in %s", opts.drop)
         return EXIT_FAILED
     failed = any(s.status == "FAILED" for s in follower.states) or not cohort_ok
     return EXIT_FAILED if failed else EXIT_OK

@@ -14,26 +14,36 @@ frame of reference and a rigid REG; ``p_mr = R @ p_ct + t`` with ``mr_from_ct_ma
 value at CT points, and ``mr_grid(ctx)`` the MR grid (MR patient coordinates).
 """
 
-from .cli_args import add_cli_arguments, options_from_args
-from .cohort import BOOST, PRIMARY, course_context, write_cohort, write_patient
-from .geometry import ORIENTATIONS, Grid
-from .mr import MR_LUNG, MR_NOISE, MR_ROTATION_DEG, MR_TRANSLATION_MM, mr_from_ct_matrix, mr_grid, t1_intensity
-from .options import SynthCourse, SynthFile, SynthOptions, SynthPatient
-from .phantom import (
-    BOOST_FRACTIONS,
-    BOOST_RX_GY,
-    HU_AIR,
-    HU_BONE,
-    HU_LUNG,
-    HU_SOFT_TISSUE,
-    NOISE_HU,
-    PRIMARY_FRACTIONS,
-    PRIMARY_RX_GY,
-    Ellipsoid,
-    Phantom,
-    make_phantom,
-)
-from .rtdose import dose_grid
+import importlib
+
+#: public name -> the submodule that defines it; loaded on first use (PEP 562), so importing one
+#: light submodule (the CLI's ``cli_args``) does not load the whole generator
+_SOURCES = {
+    "add_cli_arguments": "cli_args", "options_from_args": "cli_args",
+    "BOOST": "cohort", "PRIMARY": "cohort", "course_context": "cohort", "write_cohort": "cohort",
+    "write_patient": "cohort",
+    "ORIENTATIONS": "geometry", "Grid": "geometry",
+    "MR_LUNG": "mr", "MR_NOISE": "mr", "MR_ROTATION_DEG": "mr", "MR_TRANSLATION_MM": "mr",
+    "mr_from_ct_matrix": "mr", "mr_grid": "mr", "t1_intensity": "mr",
+    "SynthCourse": "options", "SynthFile": "options", "SynthOptions": "options", "SynthPatient": "options",
+    "BOOST_FRACTIONS": "phantom", "BOOST_RX_GY": "phantom", "HU_AIR": "phantom", "HU_BONE": "phantom",
+    "HU_LUNG": "phantom", "HU_SOFT_TISSUE": "phantom", "NOISE_HU": "phantom", "PRIMARY_FRACTIONS": "phantom",
+    "PRIMARY_RX_GY": "phantom", "Ellipsoid": "phantom", "Phantom": "phantom", "make_phantom": "phantom",
+    "dose_grid": "rtdose",
+}  # fmt: skip
+
+
+def __getattr__(name: str):
+    if name in _SOURCES:
+        value = getattr(importlib.import_module(f".{_SOURCES[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
+
 
 __all__ = [
     "BOOST",

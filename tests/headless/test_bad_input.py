@@ -119,3 +119,34 @@ def test_course_files_deleted_before_its_run(two_courses, drop, data_root, resou
     assert keys[0] in message and "no longer in the drop" in message
     assert manifest.read_bytes() == before  # what was materialized is kept
     assert materialize([course_manifest], partition_key=keys[1], instance=instance, resources=resources).success
+
+
+def test_drop_changing_while_the_run_is_in_flight(two_courses, drop, data_root, resources, instance):
+    """The run records the course as it is when it reads it, and says the content moved on since the
+    request; the next plan compares with what was recorded, so it neither misses nor repeats work."""
+    from rt_assets.assets.course.course_manifest import course_manifest
+    from rt_assets.partitions import course_partitions
+    from rt_resources.ingest.survey import survey_drop
+
+    course = survey_drop(drop, data_root).courses[0]
+    instance.add_dynamic_partitions(course_partitions.name, [course.key])
+    requested = course.fingerprint
+    extra = next(f for f in course.files if f.header.kind == "RTPLAN")  # a re-export lands: one file changes
+    import pydicom
+
+    ds = pydicom.dcmread(drop / extra.path)
+    ds.RTPlanDescription = "re-exported"
+    ds.save_as(drop / extra.path)
+    result = materialize([course_manifest], partition_key=course.key, instance=instance, resources=resources,
+                         tags={"rt/fingerprint": requested[:16]})  # fmt: skip
+    assert result.success
+    warnings = [
+        e.message
+        for e in instance.all_logs(result.run_id)
+        if "changed since the run was requested" in (e.message or "")
+    ]
+    assert warnings
+    now = survey_drop(drop, data_root).courses[0].fingerprint
+    assert now != requested
+    meta = result.asset_materializations_for_node("course_manifest")[0].metadata
+    assert meta["fingerprint"].value == now  # what the outputs are built from
