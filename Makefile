@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   := $(CURDIR)/demo
 export DAGSTER_HOME := $(CURDIR)/.dagster
 
-.PHONY: setup demo test ui lint bench clean dagster-home browser
+.PHONY: setup demo test load-test ui lint bench clean dagster-home browser
 
 setup: $(VENV)/.installed
 
@@ -32,7 +32,11 @@ demo: setup dagster-home
 	@echo "Open the UI: make ui   (then http://127.0.0.1:3000 -> Assets)"
 
 test: setup browser
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not load"
+
+# 20 courses in three batches through dagster dev's sensors (about 10 min on 2 cores)
+load-test: setup
+	$(BIN)/python -m pytest -q -m load -s
 
 # Debian's chromium for the UI test (tests/e2e/test_ui_previews.py); skipped where it cannot be installed
 browser:

@@ -116,7 +116,7 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
     stage("mr_images", lambda: course_mr_images(manifest, cdir))
 
     def dvh():
-        m, c, _ = course_dvh(course.key, manifest["patient_id"], cdir / DOSE_FILE, rois, cdir / "masks",
+        m, c, _ = course_dvh(course.key, cdir / DOSE_FILE, rois, cdir / "masks",
                              total.prescription_gy, image.GetSpacing()[2], workers=default_workers())  # fmt: skip
         write_parquet_atomic(cdir / "dvh_metrics.parquet", m)
         write_parquet_atomic(cdir / "dvh_curves.parquet", c)
@@ -128,7 +128,7 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
 
     def radiomics():
         settings = RadiomicsSettings(params=params)
-        table, _ = course_radiomics(cdir / "ct.nii.gz", cdir / "masks", course.key, manifest["patient_id"],
+        table, _ = course_radiomics(cdir / "ct.nii.gz", cdir / "masks", course.key,
                                     settings, default_workers(), mr_root=cdir / "mr")  # fmt: skip
         write_parquet_atomic(cdir / "radiomics.parquet", table)
         checks.radiomics_nan(table)

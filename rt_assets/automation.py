@@ -19,12 +19,3 @@ def after_updates(required: list[str], triggers: list[str] | None = None) -> Aut
         )
         condition = condition & ~missing
     return condition.with_label(f"after updates of {', '.join(triggers or ['any dependency'])}")
-
-
-#: cohort tables: whenever a course table is (re)materialized, once none is in progress; unlike
-#: eager(), courses that never get one (no dose) do not block the cohort table
-COURSES_UPDATED = (
-    (AutomationCondition.newly_missing() | AutomationCondition.any_deps_updated()).since_last_handled()
-    & ~AutomationCondition.any_deps_in_progress()
-    & ~AutomationCondition.in_progress()
-).with_label("any course updated")

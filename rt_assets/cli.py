@@ -3,6 +3,7 @@
   rtpipeline run    --dicom-root IN --outdir OUT   process every course (the Dagster run queue)
   rtpipeline synth  --out DIR --patients N         write synthetic DICOM-RT courses
   rtpipeline audit  --outdir OUT --course KEY      where a course's numbers came from
+  rtpipeline export --outdir OUT --to DIR          a de-identified copy to share
   rtpipeline doctor                                versions, devices, settings, segmentation
 
 "rtpipeline COMMAND --help" describes each command.
@@ -225,6 +226,33 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    """A de-identified DICOM copy of processed courses (PS3.15 Annex E Basic Profile) with their tables."""
+    from rt_resources.export import ExportUsageError, export_courses
+    from rt_resources.ingest.course_keys import load_site_secret
+    from rt_resources.settings import load_settings
+
+    out = Path(args.outdir).resolve()
+    settings = load_settings(overrides={"data_root": str(out)})
+    drop = Path(settings.drop_root) if settings.drop_root else None
+    try:
+        reports = export_courses(out, Path(args.to), load_site_secret(out), args.course or None, drop_root=drop)
+    except ExportUsageError as exc:
+        log.error("%s", exc)
+        return 2
+    for r in reports:
+        written = ", ".join(f"{n} {k}" for k, n in sorted(r.written.items())) or "nothing"
+        status = "ok" if r.ok else f"FAILED: {r.error}"
+        print(f"{r.course_key:<16} {status:<8} {written}; refused {len(r.refused)}  -> {r.output or '-'}")
+        for refused in r.refused:
+            print(f"{'':<16} refused {refused['kind']}: {refused['reason']}")
+        for warning in r.warnings:
+            print(f"{'':<16} warning: {warning}")
+    print(f"exported {sum(r.ok for r in reports)} of {len(reports)} courses to {Path(args.to).resolve()} "
+          "(DICOM PS3.15 Annex E Basic Profile; each course's export.json says what was done)")  # fmt: skip
+    return 0 if all(r.ok for r in reports) else 1
+
+
 RUN_EPILOG = """Courses whose content, asset code and output-changing settings are unchanged since their last
 successful run are listed as "unchanged" and not run again; new or changed courses run alone.
 
@@ -312,6 +340,20 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_argument("--source", help="mask source of the ROI (manual, totalseg, ...); default: all")
     audit.add_argument("--json", action="store_true", help="machine-readable output")
     audit.set_defaults(func=cmd_audit)
+
+    export = sub.add_parser(
+        "export",
+        help="a de-identified DICOM copy of processed courses with their research tables",
+        description="Write a de-identified copy (DICOM PS3.15 Annex E, Basic Application Level Confidentiality "
+        "Profile) of each processed course: CT, MR, RTSTRUCT, RTPLAN, RTDOSE and REG with consistent new UIDs, "
+        "PatientID and name = the course key, free-text labels cleared, private tags removed, burned-in images "
+        "refused; and its research tables, keyed by course key. The export can be processed again as a drop.",
+        formatter_class=_RunHelpFormatter,
+    )
+    export.add_argument("--outdir", required=True, help="data root of the processed courses")
+    export.add_argument("--to", required=True, metavar="DIR", help="where to write the export")
+    export.add_argument("--course", action="append", metavar="KEY", help="only this course (repeatable)")
+    export.set_defaults(func=cmd_export)
 
     doctor = sub.add_parser("doctor", help="print versions, devices, settings and what can segment here")
     doctor.add_argument("--settings", metavar="YAML", help="settings file")

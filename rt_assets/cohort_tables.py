@@ -6,6 +6,7 @@ from pathlib import Path
 import pandas as pd
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
+from rt_assets.cohort_inputs import COHORT_INPUTS, courses_in_flight, coverage_result, input_ids, record_inputs
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.provenance import sha256_file
@@ -21,19 +22,27 @@ def stack_course_tables(
     out_name: str | None = None,
 ) -> MaterializeResult:
     """Concatenate ``courses/c-*/<file_name>`` (read with ``reader``) into ``cohort/<out_name>``
-    (default: the same name), with lineage metadata."""
+    (default: the same name), with lineage metadata, the versions of the course assets it was built
+    from (``inputs_sha256``; see :mod:`rt_assets.cohort_inputs`) and its coverage check."""
+    asset = context.asset_key.to_user_string()
+    ids = input_ids(context.instance, COHORT_INPUTS[asset])  # before reading: see rt_assets.cohort_inputs
     paths = sorted((data_root.root / "courses").glob(f"c-*/{file_name}"))
     frames = [reader(p) for p in paths]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["course_key", "roi_name"])
     if transform is not None:
         table = transform(table)
     path = write_parquet_atomic(data_root.cohort_dir() / (out_name or file_name), table)
+    digest = record_inputs(data_root.cohort_dir(), asset, ids)
+    expected = set().union(*(set(per) for per in ids.values())) if ids else set()
+    present = set(table["course_key"]) if len(table) else set()
     return MaterializeResult(
         data_version=content_version(path),
+        check_results=[coverage_result(asset, expected, present, courses_in_flight(context.instance))],
         metadata={
             "path": MetadataValue.path(str(path)),
             "n_rows": len(table),
             "n_courses": int(table["course_key"].nunique()) if len(table) else 0,
+            "inputs_sha256": digest,
             **lineage_metadata(
                 context,
                 source_uids={"course_keys": sorted(p.parent.name for p in paths)},

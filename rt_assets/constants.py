@@ -21,4 +21,3 @@ CODE_LOCATION = "rtpipeline"  #: the code location's name (workspace.yaml, the C
 TAG_CLI_SESSION = "rt/cli_session"  #: the `rtpipeline run` invocation that submitted a run
 TAG_DATA_ROOT = "rt/data_root"  #: short digest of the data root a CLI run wrote to (no path in the tags)
 TAG_STAGE = "rt/stage"  #: course | segmentation | derived | cohort: which step of a course a CLI run is
-TAG_COHORT_STATE = "rt/cohort_state"  #: digest of the courses and unusable files a cohort run was built for

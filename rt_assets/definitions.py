@@ -11,6 +11,7 @@ from rt_assets.constants import COHORT_GROUP, COURSE_GROUP, DERIVED_GROUP, SEGME
 from rt_assets.executors import step_executor
 from rt_assets.jobs import cohort_job, course_job, derived_job, segmentation_job
 from rt_assets.sensors.automation import automation_sensors
+from rt_assets.sensors.cohort_sensor import cohort_sensor
 from rt_assets.sensors.dicom_drop_sensor import dicom_drop_sensor
 from rt_resources.resources import resources_from_settings
 from rt_resources.segmentation.availability import SegmentationAvailability, segmentation_availability
@@ -32,6 +33,21 @@ def _unavailable(availability: SegmentationAvailability):
     return mark
 
 
+def _without_rules(spec: AssetSpec) -> AssetSpec:
+    """No custom-structure rules configured: custom_structures would only record a skip per
+    course, so it is not automated (it stays materializable, and says why when run)."""
+    if spec.key.to_user_string() != "custom_structures":
+        return spec
+    return spec.replace_attributes(automation_condition=None)
+
+
+def derived_assets(settings: Settings) -> list:
+    assets = load_assets_from_package_module(derived, group_name=DERIVED_GROUP)
+    if settings.segmentation.custom_structures:
+        return assets
+    return [a.map_asset_specs(_without_rules) if isinstance(a, AssetsDefinition) else a for a in assets]
+
+
 def segmentation_assets(settings: Settings) -> tuple[list[AssetsDefinition], SegmentationAvailability]:
     """TotalSegmentator's asset (marked unavailable without weights) and one asset per custom model."""
     availability = segmentation_availability(settings)
@@ -51,11 +67,15 @@ def build_definitions(settings: Settings | None = None, executor: ExecutorDefini
         assets=[
             *load_assets_from_package_module(course, group_name=COURSE_GROUP),
             *seg_assets,
-            *load_assets_from_package_module(derived, group_name=DERIVED_GROUP),
+            *derived_assets(settings),
             *load_assets_from_package_module(cohort, group_name=COHORT_GROUP),
         ],
         jobs=[course_job, segmentation_job, derived_job, cohort_job],
-        sensors=[dicom_drop_sensor, *automation_sensors(settings.sensor_interval_s, availability.available_assets())],
+        sensors=[
+            dicom_drop_sensor,
+            cohort_sensor,
+            *automation_sensors(settings.sensor_interval_s, availability.available_assets()),
+        ],
         resources=resources_from_settings(settings),
         executor=executor or step_executor(settings),
     )

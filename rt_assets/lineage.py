@@ -67,6 +67,9 @@ def record_skip(context: AssetExecutionContext, reason: str, **metadata: Metadat
     with ``skipped``, visible in the UI), instead of writing an output that would look done."""
     from dagster import AssetObservation
 
+    from rt_assets.privacy import scrub
+
+    reason = scrub(reason)
     context.log.warning(f"{context.asset_key.to_user_string()} {context.partition_key}: not materialized: {reason}")
     context.log_event(
         AssetObservation(

@@ -83,8 +83,17 @@ def not_evaluated(asset: str, reason: str) -> list[QcResult]:
 
 def check_results(context: AssetExecutionContext, course_dir: Path, results: list[QcResult]) -> list[AssetCheckResult]:
     """Record ``results`` (qc/<asset>.json, qc.json) and return them as Dagster check results."""
+    from dataclasses import replace
+
+    from rt_assets.privacy import current
+
     asset = context.asset_key.to_user_string()
+    scrubber = current()
+    if scrubber is not None:  # the course's files by id, no identifier: in qc.json as in Dagster
+        results = [replace(r, description=scrubber.text(r.description), metadata=scrubber.value(r.metadata))
+                   for r in results]  # fmt: skip
     record(course_dir, asset, results)
+    _refusals(course_dir, asset, results)
     out = []
     for r in results:
         if not r.passed:
@@ -103,6 +112,31 @@ def check_results(context: AssetExecutionContext, course_dir: Path, results: lis
             )
         )
     return out
+
+
+#: assets whose blocking failure stops the whole course: every file of the course goes unused
+COURSE_STOPPERS = ("ct_image",)
+
+
+def _refusals(course_dir: Path, asset: str, results: list[QcResult]) -> None:
+    """A blocking failure of ``ct_image`` leaves every file of the course unused: say so in the
+    course's refusals (and clear them when the checks pass again)."""
+    if asset not in COURSE_STOPPERS:
+        return
+    from rt_resources.ingest.manifest import ManifestError, read_manifest
+    from rt_resources.ingest.refusals import refused_entry, write_refusals
+
+    blocking = {name for name, is_blocking, _ in CHECKS[asset] if is_blocking}
+    failed = [r for r in results if not r.passed and r.severity == ERROR and r.name in blocking]
+    entries = []
+    if failed:
+        try:
+            files = read_manifest(course_dir)["files"]
+        except (ManifestError, OSError, KeyError, ValueError):
+            files = []
+        reason = "the course stopped at its CT: " + "; ".join(f"{r.name}: {r.description}" for r in failed)
+        entries = [refused_entry(f, reason) for f in files]
+    write_refusals(course_dir, asset, entries)
 
 
 def record(course_dir: Path, asset: str, results: list[QcResult]) -> Path:

@@ -55,9 +55,16 @@ def write_json_atomic(target: Path, payload: Any) -> Path:
     return write_atomic(target, lambda tmp: tmp.write_text(text + "\n"))
 
 
-def write_parquet_atomic(target: Path, frame) -> Path:
-    """Write a pandas DataFrame as parquet (pyarrow), atomically."""
-    return write_atomic(target, lambda tmp: frame.to_parquet(tmp, index=False))
+def write_parquet_atomic(target: Path, frame, mode: int | None = None) -> Path:
+    """Write a pandas DataFrame as parquet (pyarrow), atomically; ``mode`` (e.g. 0o600) is set
+    before the file gets its name, so it is never readable by others under that name."""
+
+    def write(tmp: Path) -> None:
+        frame.to_parquet(tmp, index=False)
+        if mode is not None:
+            os.chmod(tmp, mode)
+
+    return write_atomic(target, write)
 
 
 def replace_dir_atomic(target: Path, writer: Callable[[Path], Any]) -> Path:

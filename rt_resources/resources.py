@@ -25,10 +25,15 @@ class DataRoot(ConfigurableResource):
     """Where every output lives (``courses/``, ``cohort/``, ``index/``); ``$RT_DATA_ROOT``."""
 
     path: str = Field(description="Folder that holds courses/, cohort/ and the drop index")
+    key_map: str = Field(default="", description="the key map's file; empty: cohort/courses.parquet")
 
     @property
     def root(self) -> Path:
         return Path(self.path).resolve()
+
+    def key_map_path(self) -> Path:
+        """Where the key map (course key -> patient) is written: the one identifying file."""
+        return Path(self.key_map).resolve() if self.key_map else self.cohort_dir() / "courses.parquet"
 
     def course_dir(self, key: str) -> Path:
         return course_dir(self.root, key)
@@ -154,7 +159,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
     """Resource key -> its configuration, from ``settings`` (no secret: the licence is only named)."""
     ts, rad, seg = settings.totalsegmentator, settings.radiomics, settings.segmentation
     return {
-        "data_root": {"path": settings.data_root},
+        "data_root": {"path": settings.data_root, "key_map": settings.key_map},
         "dicom_drop": {"path": settings.drop_root, "quiet_period_s": float(settings.quiet_period_s)},
         "totalsegmentator": {
             "home": ts.home,

@@ -81,6 +81,11 @@ class Settings(_Section):
 
     data_root: str = Field(default="rt_data", description="folder holding courses/, cohort/ and the drop index")
     drop_root: str = Field(default="", description="drop folder DICOM lands in (read only)")
+    key_map: str = Field(
+        default="",
+        description="the key map: course key -> PatientID, name, study UIDs (mode 0600; empty: "
+        "<data_root>/cohort/courses.parquet); put it outside the data root to keep that free of identifiers",
+    )
     quiet_period_s: float = Field(default=60.0, ge=0, description="seconds without change before a course starts")
     sensor_interval_s: int = Field(default=30, ge=1, description="seconds between scans of the drop and automation")
     workers: int = Field(
@@ -111,6 +116,7 @@ class Settings(_Section):
 ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_DATA_ROOT": ("data_root", "path"),
     "RT_DROP_ROOT": ("drop_root", "path"),
+    "RT_KEY_MAP": ("key_map", "path"),
     "RT_QUIET_PERIOD_S": ("quiet_period_s", "str"),
     "RT_SENSOR_INTERVAL_S": ("sensor_interval_s", "str"),
     "RT_WORKERS": ("workers", "str"),

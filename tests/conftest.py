@@ -53,8 +53,8 @@ def two_courses(drop):
     return [write_patient(drop, i, opts) for i in range(2)]
 
 
-@pytest.fixture
-def resources(drop, data_root, tmp_path):
+def course_resources(drop, data_root, totalseg_home) -> dict:
+    """The resources a course run needs, on small settings (sequential radiomics, one worker)."""
     from rt_resources.resources import (
         ComputeConfig,
         DataRoot,
@@ -67,12 +67,17 @@ def resources(drop, data_root, tmp_path):
     return {
         "data_root": DataRoot(path=str(data_root)),
         "dicom_drop": DicomDrop(path=str(drop), quiet_period_s=0),
-        # no weights in this home: segmentation fails fast unless a test builds the tiny model
-        "totalsegmentator": TotalSegmentator(home=str(tmp_path / "totalseg_home"), device="cpu", fast=True),
+        "totalsegmentator": TotalSegmentator(home=str(totalseg_home), device="cpu", fast=True),
         "segmentation_config": SegmentationConfig(device="cpu"),
         "radiomics_config": RadiomicsConfig(params=str(FAST_RADIOMICS), sequential=True),
         "compute": ComputeConfig(workers=1),
     }
+
+
+@pytest.fixture
+def resources(drop, data_root, tmp_path):
+    # no weights in this home: segmentation fails fast unless a test builds the tiny model
+    return course_resources(drop, data_root, tmp_path / "totalseg_home")
 
 
 @pytest.fixture

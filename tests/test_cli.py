@@ -76,6 +76,15 @@ def test_rerun_is_incremental_and_succeeds(drop, tmp_path):
     again = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "-v")
     assert again.returncode == 0
     assert "0 parsed" in again.stderr
+    # a de-identified copy to share: DICOM by kind and the course's tables
+    exported = run_cli("export", "--outdir", str(out), "--to", str(tmp_path / "share"))
+    assert exported.returncode == 0, exported.stdout + exported.stderr
+    (course,) = (tmp_path / "share").glob("c-*")
+    assert {p.name for p in (course / "dicom").iterdir()} >= {"CT", "RTSTRUCT", "RTPLAN", "RTDOSE"}
+    assert (course / "tables" / "dvh_metrics.parquet").exists() and (course / "export.json").exists()
+    assert not (tmp_path / "share" / "cohort" / "courses.parquet").exists()  # never the key map
+    unknown = run_cli("export", "--outdir", str(out), "--to", str(tmp_path / "x"), "--course", "c-000000000000")
+    assert unknown.returncode == 2 and "unknown course key" in unknown.stderr
 
 
 def test_legacy_flags_are_accepted_and_explained(drop, tmp_path):
@@ -127,10 +136,11 @@ def test_real_data(tmp_path):
     manifest = json.loads((out / "courses" / courses.loc["123456", "course_key"] / "manifest.json").read_text())
     assert manifest["frame_of_reference_uid"]
     report = pd.read_parquet(out / "cohort" / "ingest_report.parquet")
-    assert all("not a DICOM file" in r for r in report["reason"])  # licences, READMEs, NIfTI
+    linker = report[report["stage"] == ""]
+    assert all("not a DICOM file" in r for r in linker["reason"])  # licences, READMEs, NIfTI
     # DVH: the dicompyler example has plan and dose (14 Gy); the others have none, said so
     dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet")
-    assert set(dvh["patient_id"]) == {"123456"}
+    assert set(dvh["course_key"]) == {courses.loc["123456", "course_key"]} and "patient_id" not in dvh.columns
     assert len(dvh) == 9 and (dvh["rx_gy"] == 14.0).all()  # every ROI with contours (Areola has none)
     assert "no dose" in proc.stdout
     assert any(Path(p).name == "phantom.nii.gz" for p in report["path"])

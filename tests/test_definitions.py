@@ -39,13 +39,18 @@ def test_asset_graph_snapshot():
     assert parents["mr_images"] == {"course_manifest", "structure_masks"}
     assert parents["radiomics"] == {"ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"}
     assert parents["cohort_radiomics"] == {"radiomics"}
-    assert specs["cohort_dvh_metrics"].automation_condition is not None
+    # cohort tables follow the courses through cohort_sensor (by storage id, once no run is in flight)
+    assert defs.resolve_sensor_def("cohort_sensor")
+    from rt_assets.cohort_inputs import COHORT_INPUTS, COURSE_ASSETS
+
+    assert set(COHORT_INPUTS) == cohort_assets
+    assert set(COURSE_ASSETS) == course_assets
 
 
 def test_jobs_sensor_executor():
     assert defs.resolve_job_def("cohort_job")
     sensor = defs.resolve_sensor_def("dicom_drop_sensor")
-    assert {j.name for j in sensor.jobs} == {"course_job", "cohort_job"}
+    assert {j.name for j in sensor.jobs} == {"course_job"}
     assert defs.resolve_sensor_def("automation_sensor")
     assert defs.resolve_job_def("segmentation_job").tags["rt/gpu"] == "true"
 
@@ -74,7 +79,7 @@ def test_segmentation_only_where_it_can_run(tmp_path):
     assert node.automation_condition is None
     assert "not available" in node.metadata["availability"] and "looked for" in node.metadata["availability"]
     assert "Not available on this installation" in node.description
-    assert {s.name for s in without.sensors} == {"dicom_drop_sensor", "automation_sensor"}
+    assert {s.name for s in without.sensors} == {"dicom_drop_sensor", "cohort_sensor", "automation_sensor"}
 
     ready = load_settings(environ={}, overrides={"totalsegmentator": {"home": str(fake_weights(tmp_path / "ts")),
                                                                       "fast": True}})  # fmt: skip

@@ -35,7 +35,6 @@ from rt_assets.constants import (
     COURSE_JOB,
     DERIVED_JOB,
     SEGMENTATION_JOB,
-    TAG_COHORT_STATE,
 )
 from rt_assets.lineage import settings_digest
 from rt_resources.ingest.linking import Course
@@ -260,9 +259,12 @@ class Planner:
             return True
         return self._own_changes(self.lazy_resolver(), "custom_structures", course_key, record) is not None
 
-    def cohort_needed(self, state: str, ran_something: bool) -> str | None:
-        """Why the cohort tables must be rebuilt, or None: anything ran; the drop's set of courses or
-        unusable files changed (``state``); their code or settings changed; the last build failed."""
+    def cohort_needed(self, drop_state: str, ran_something: bool) -> str | None:
+        """Why the cohort tables must be rebuilt, or None: anything ran; a cohort table is not built
+        from the latest course materializations, or the drop changed (the same test as
+        cohort_sensor's); their code or settings changed; the last build failed."""
+        from rt_assets.sensors.cohort_sensor import stale_cohort_tables
+
         if ran_something:
             return "courses were processed"
         runs = self.instance.get_runs(RunsFilter(job_name=COHORT_JOB), limit=1)
@@ -270,8 +272,9 @@ class Planner:
             return "never built"
         if runs[0].status != DagsterRunStatus.SUCCESS:
             return f"last build {runs[0].status.value.lower()}"
-        if runs[0].tags.get(TAG_COHORT_STATE) != state:
-            return "the drop's courses or unusable files changed"
+        stale = stale_cohort_tables(self.instance, drop_state)
+        if stale:
+            return "; ".join(f"{asset}: {why}" for asset, why in sorted(stale.items()))
         for asset in self.cohort_assets:
             records = self.instance.fetch_materializations(AssetKey(asset), limit=1).records
             if not records:

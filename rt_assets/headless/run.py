@@ -21,7 +21,6 @@ from rt_assets.constants import (
     COURSE_JOB,
     SEGMENTATION_JOB,
     TAG_CLI_SESSION,
-    TAG_COHORT_STATE,
     TAG_DATA_ROOT,
     TAG_LAUNCHED_BY,
     TAG_STAGE,
@@ -48,14 +47,6 @@ class RunOptions:
 def data_root_tag(out: Path) -> str:
     """A short digest naming the data root in run tags (no path in Dagster's storage)."""
     return digest_of([str(Path(out).resolve())])[:12]
-
-
-def cohort_state(survey) -> str:
-    """Digest of what the cohort tables are built from: the courses and the unusable files."""
-    return digest_of(
-        [f"{c.key}:{c.fingerprint}" for c in survey.courses]
-        + [f"{r.path}\t{r.reason}" for r in survey.links.rejections]
-    )
 
 
 def run_config(settings: Settings, verbose: bool) -> dict:
@@ -182,7 +173,7 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
         instance.add_dynamic_partitions(course_partitions.name, new_keys)
     for line in recover(instance, data_root_tag(out), session):
         log.warning("recovered from an earlier crash: %s", line)
-    daemons = Daemons(instance, home)
+    daemons = Daemons(instance, home, out / "logs")
     try:
         if not live and (new_keys or opts.force) and not opts.no_wait:
             daemons.launch_early()  # work is certain: the daemon loads its code location while this plans
@@ -201,14 +192,15 @@ class Daemons:
     """The daemon this command relies on: one already heartbeating for the instance, else its own
     (started early when work is certain, else on first need, again if it dies)."""
 
-    def __init__(self, instance, home: Path) -> None:
-        self.instance, self.home = instance, home
+    def __init__(self, instance, home: Path, log_dir: Path) -> None:
+        self.instance, self.home, self.log_dir = instance, home, log_dir
         self.own = None
 
     def _new(self):
         from rt_assets.headless.daemon import QueueDaemon
 
-        return QueueDaemon(self.home, self.home / "logs" / "rtpipeline-daemon.log")
+        # its log is where its runs' workers print, so it lives beside the data, not in the instance
+        return QueueDaemon(self.home, self.log_dir / "rtpipeline-daemon.log")
 
     def launch_early(self) -> None:
         self.own = self._new()
@@ -265,12 +257,13 @@ def _submit_and_follow(opts, instance, home, session, survey, courses, plans, pl
             daemons.ensure()
         progress = Progress(len(follower.states))
         follower.follow(progress)
-        state = cohort_state(survey)
-        why = planner.cohort_needed(state, any(s.stages_run for s in follower.states))
+        from rt_assets.sensors.dicom_drop_sensor import drop_state
+
+        why = planner.cohort_needed(drop_state(survey), any(s.stages_run for s in follower.states))
         cohort_ok, cohort_error = True, ""
         if why:
             log.info("cohort tables: rebuilding (%s)", why)
-            run_id = submitter.submit(COHORT_JOB, {**base_tags, TAG_COHORT_STATE: state, TAG_STAGE: "cohort"}, config)
+            run_id = submitter.submit(COHORT_JOB, {**base_tags, TAG_STAGE: "cohort"}, config)
             daemons.ensure()
             cohort_ok, cohort_error = follower.wait_for(run_id)
         else:

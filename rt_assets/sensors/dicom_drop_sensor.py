@@ -13,8 +13,8 @@ from dagster import (
 )
 
 from rt_assets.config import current_settings
-from rt_assets.constants import COHORT_JOB, COURSE_JOB
-from rt_assets.jobs import cohort_job, course_job
+from rt_assets.constants import COURSE_JOB
+from rt_assets.jobs import course_job
 from rt_assets.partitions import course_partitions
 from rt_assets.run_tags import course_tags
 from rt_resources.ingest.request_ledger import RequestLedger
@@ -22,7 +22,14 @@ from rt_resources.ingest.survey import course_readiness
 from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot, DicomDrop
 
-COHORT_SUBJECT = "__cohort__"
+DROP_STATE = "__drop_state__"  #: request-ledger subject: what the cohort tables should be built from
+
+
+def drop_state(survey) -> str:
+    """Digest of what the drop gives the cohort tables: every course (key, content) and every
+    file the linker refused (path, reason). ingest_report records it; cohort_sensor compares."""
+    courses = [f"{c.key}:{c.fingerprint}" for c in survey.courses]
+    return digest_of(courses + [f"{r.path}\t{r.reason}" for r in survey.links.rejections])[:32]
 
 
 def course_run_key(course_key: str, fingerprint: str) -> str:
@@ -30,7 +37,7 @@ def course_run_key(course_key: str, fingerprint: str) -> str:
 
 
 @sensor(
-    jobs=[course_job, cohort_job],
+    jobs=[course_job],
     minimum_interval_seconds=current_settings().sensor_interval_s,
     default_status=DefaultSensorStatus.RUNNING,
 )
@@ -38,7 +45,9 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     """Scan the drop folder (incrementally), add each course that has been quiet for the
     quiet period (or sits under a _COMPLETE marker) as a partition, and request its run in
     the same tick. The run key fingerprints the course's content: a re-sent, changed course
-    runs again; an unchanged one never does. Unusable files go to ingest_report."""
+    runs again; an unchanged one never does. Unusable files go to ingest_report: this sensor notes
+    the drop's state in its ledger, and cohort_sensor rebuilds the cohort tables once no run is in
+    flight (never beside course runs still writing)."""
     if not dicom_drop.path:
         return SkipReason("no drop folder configured (set RT_DROP_ROOT)")
     if not dicom_drop.root.is_dir():
@@ -73,16 +82,9 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
                 tags=course_tags(course, "sensor", current_settings().priority),
             )
         )
-    # the cohort tables follow the set of started courses and the list of unusable files
-    cohort_state = digest_of(
-        [f"{c.key}:{c.fingerprint}" for c, _ in ready] + [f"{r.path}\t{r.reason}" for r in survey.links.rejections]
-    )
-    if (requests or done.get(COHORT_SUBJECT) != cohort_state) and (ready or survey.links.rejections):
-        requested[COHORT_SUBJECT] = cohort_state
-        requests.append(RunRequest(run_key=f"cohort:{cohort_state[:16]}", job_name=COHORT_JOB))
-
     next_generation = generation + 1
     ledger.record(requested, next_generation)
+    ledger.record({DROP_STATE: drop_state(survey)}, 0)
     cursor = json.dumps({"generation": next_generation})
     if not requests and not new_keys:
         return SensorResult(

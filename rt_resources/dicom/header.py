@@ -188,7 +188,6 @@ def _struct_info(ds: Dataset) -> dict[str, Any]:
             ref_series += _uids(study.get("RTReferencedSeriesSequence"), "SeriesInstanceUID")
     roi_for = sorted(set(_uids(ds.get("StructureSetROISequence"), "ReferencedFrameOfReferenceUID")))
     return {
-        "label": str(ds.get("StructureSetLabel", "")),
         "ref_for_uids": ref_for,
         "ref_study_uids": ref_study,
         "ref_series_uids": ref_series,
@@ -199,7 +198,6 @@ def _struct_info(ds: Dataset) -> dict[str, Any]:
 
 def _plan_info(ds: Dataset) -> dict[str, Any]:
     return {
-        "label": str(ds.get("RTPlanLabel", "")),
         "ref_struct_uids": _uids(ds.get("ReferencedStructureSetSequence"), "ReferencedSOPInstanceUID"),
     }
 

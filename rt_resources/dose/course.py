@@ -42,7 +42,6 @@ def dose_info(total: TotalDose, plans: dict[str, PlanInfo]) -> dict:
         "plans_summed": [
             {
                 "sop_instance_uid": uid,
-                "label": plans[uid].label if uid in plans else "",
                 "prescription_gy": plans[uid].prescription_gy if uid in plans else None,
                 "prescription_source": plans[uid].prescription_source if uid in plans else "",
                 "fractions": plans[uid].fractions if uid in plans else None,

@@ -11,7 +11,6 @@ import pydicom
 @dataclass
 class PlanInfo:
     sop_instance_uid: str
-    label: str
     for_uid: str
     prescription_gy: float | None  #: None when the plan states no prescription
     prescription_source: str  #: which tags the prescription came from
@@ -52,7 +51,6 @@ def read_plan(path: Path) -> PlanInfo:
             rx, source = None, "no prescription in the plan"
     return PlanInfo(
         sop_instance_uid=str(ds.SOPInstanceUID),
-        label=str(ds.get("RTPlanLabel", "")),
         for_uid=str(ds.get("FrameOfReferenceUID", "")),
         prescription_gy=rx,
         prescription_source=source,

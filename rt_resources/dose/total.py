@@ -129,7 +129,8 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
     per_plan = []  # (plan uid, image, how)
     for plan_uid, group in sorted(by_plan.items()):
         plan = plans.get(plan_uid)
-        label = f"plan {plan.label or plan_uid}" if plan else f"plan {plan_uid or '(unreferenced)'}"
+        # plans are named by SOP Instance UID: their labels are free text (planners write names there)
+        label = f"plan {plan_uid}" if plan else f"plan {plan_uid or '(unreferenced)'}"
         plan_doses = [d for d in group if d.summation_type == "PLAN"]
         beam_doses = [d for d in group if d.summation_type == "BEAM"]
         fraction_doses = [d for d in group if d.summation_type == "FRACTION"]

@@ -14,7 +14,7 @@ from rt_resources.parallel import RetryPolicy, run_pool
 from rt_resources.structures.masks import ROI_INDEX_FILE
 from rt_resources.structures.rtstruct import ROI
 
-ID_COLUMNS = ["course_key", "patient_id", "roi_name", "source", "method"]
+ID_COLUMNS = ["course_key", "roi_name", "source", "method"]  #: keyed by course key only: no PatientID
 
 
 def _rows(ids: dict, dvh: DVH, prescription_gy: float | None) -> tuple[dict, pd.DataFrame]:
@@ -89,7 +89,6 @@ def dvh_tasks(rois: list[ROI], masks_root: Path) -> tuple[list[DvhTask], list[st
 
 def course_dvh(
     course_key: str,
-    patient_id: str,
     dose_path: Path,
     rois: list[ROI],
     masks_root: Path,
@@ -124,8 +123,7 @@ def course_dvh(
             notes.append(f"{task.source}/{task.roi_name}: {outcome.failures[i]['error']}, no DVH")
             continue
         method = "contour" if task.roi is not None else "mask"
-        ids = dict(course_key=course_key, patient_id=patient_id, roi_name=task.roi_name, source=task.source,
-                   method=method)  # fmt: skip
+        ids = dict(course_key=course_key, roi_name=task.roi_name, source=task.source, method=method)
         row, c = _rows(ids, outcome.results[i], prescription_gy)
         rows.append(row)
         curves.append(c)

@@ -168,6 +168,25 @@ class DropIndex:
             con.close()
         return {row[0]: _from_row(row) for row in rows}
 
+    def identifiers(self, paths: list[str]) -> set[str]:
+        """The PatientIDs and PatientNames recorded for these drop-relative paths (to scrub them
+        from what leaves the data root; see :mod:`rt_resources.privacy`)."""
+        if not self.path.exists() or not paths:
+            return set()
+        con = self._connect()
+        found: set[str] = set()
+        try:
+            for start in range(0, len(paths), 500):
+                chunk = paths[start : start + 500]
+                rows = con.execute(
+                    f"SELECT DISTINCT patient_id, patient_name FROM files WHERE path IN ({','.join('?' * len(chunk))})",
+                    chunk,
+                ).fetchall()
+                found |= {v for row in rows for v in row if v}
+        finally:
+            con.close()
+        return found
+
     def scan(self, now: float | None = None) -> ScanResult:
         """Walk the drop, parse what is new or changed, persist, and return every entry."""
         start = time.perf_counter()

@@ -32,12 +32,12 @@ class ManifestError(ValueError):
 
 
 def build_manifest(course: Course, drop_root: Path) -> dict:
-    """The course's manifest: who, which UIDs, and every source file with its sha256."""
+    """The course's manifest: its UIDs and every source file (drop-relative path, sha256). Keyed
+    by the course key only: no PatientID or name (the key map, cohort/courses.parquet, has them)
+    and no free-text labels."""
     return {
         "schema": MANIFEST_SCHEMA,
         "course_key": course.key,
-        "patient_id": course.patient_id,
-        "patient_name": course.patient_name,
         "ct_study_uid": course.study_uid,
         "ct_series_uid": course.ct_series_uid,
         "frame_of_reference_uid": course.for_uid,
@@ -60,11 +60,20 @@ def build_manifest(course: Course, drop_root: Path) -> dict:
                 "frame_of_reference_uid": f.header.for_uid,
                 "sha256": f.sha256,
                 "size": f.size,
-                **({"info": f.header.info} if f.header.kind not in ("CT", "MR", "PT") else {}),
+                **({"info": _coded(f.header.info)} if f.header.kind not in ("CT", "MR", "PT") else {}),
             }
             for f in course.files
         ],
     }
+
+
+#: header fields that are free text (labels, descriptions): never copied into the manifest, since
+#: planners write patients' names there (an index written before they were dropped may hold them)
+FREE_TEXT_INFO = ("label", "description", "name")
+
+
+def _coded(info: dict) -> dict:
+    return {k: v for k, v in info.items() if k not in FREE_TEXT_INFO}
 
 
 def read_manifest(course_dir: Path) -> dict:

@@ -402,7 +402,8 @@ def dose_units(course_dir: Path) -> QcResult:
         errors.append(f"dose.json unit is {unit or 'missing'!r}, not Gy: the dose cannot be reported in Gy")
     used = [c for c in info.get("components", []) if c.get("used")]
     if not used:
-        errors.append("dose.json lists no RTDOSE used for the total")
+        why = [f"RTDOSE {c.get('sop_instance_uid', '?')}: {c.get('why', '')}" for c in info.get("components", [])]
+        errors.append("no RTDOSE could be used for the total" + (": " + "; ".join(why) if why else ""))
     manifest_path = course_dir / "manifest.json"
     headers: dict[str, dict] = {}
     if manifest_path.exists():
@@ -995,7 +996,7 @@ def autoseg_completeness(totalseg_dir: Path) -> QcResult:
 
 # --------------------------------------------------------------------------- 9. radiomics NaN
 
-RADIOMICS_ID_COLUMNS = ("course_key", "patient_id", "roi_name", "source")
+RADIOMICS_ID_COLUMNS = ("course_key", "roi_name", "source")
 
 
 def radiomics_nan(

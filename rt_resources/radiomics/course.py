@@ -11,7 +11,7 @@ import pandas as pd
 
 from rt_resources.radiomics.engine import RadiomicsSettings, run_tasks, select_mr_tasks, select_tasks
 
-ID_COLUMNS = ["course_key", "patient_id", "roi_name", "source"]
+ID_COLUMNS = ["course_key", "roi_name", "source"]  #: keyed by course key only: no PatientID
 
 
 def params_sha256(settings: RadiomicsSettings) -> str:
@@ -27,7 +27,6 @@ def course_radiomics(
     image_path: Path,
     masks_root: Path,
     course_key: str,
-    patient_id: str,
     settings: RadiomicsSettings,
     workers: int,
     sequential: bool = False,
@@ -37,7 +36,7 @@ def course_radiomics(
     when ``mr_root`` is given, of every ``mr_root/<label>/masks/<source>/`` ROI on that MR with
     the MR parameters (source ``<label>/<source>``).
 
-    Returns a frame with columns ``course_key, patient_id, roi_name, source`` followed by
+    Returns a frame with columns ``course_key, roi_name, source`` followed by
     pyradiomics' own feature names (e.g. ``original_shape_MeshVolume``), one row per ROI that
     succeeded, and a summary ``{n_tasks, n_ok, failures, skipped, pyradiomics_version,
     params_sha256, seconds}``.
@@ -54,7 +53,6 @@ def course_radiomics(
     if frame.empty:
         frame = pd.DataFrame(columns=["roi_name", "source"])
     frame.insert(0, "course_key", course_key)
-    frame.insert(1, "patient_id", patient_id)
     features = [c for c in frame.columns if c not in ID_COLUMNS]
     frame = frame[ID_COLUMNS + features].sort_values(["source", "roi_name"], ignore_index=True)
     # each ROI's own feature names: its parameter file (CT, light CT for BODY, MR) decides them

@@ -50,7 +50,7 @@ def test_materialize_each_partition(two_courses, drop, data_root, resources, ins
 def test_lineage_metadata_on_every_materialization(two_courses, drop, data_root, resources, instance):
     _, keys = add_courses(instance, drop, data_root)
     materialize(COURSE_ASSETS, partition_key=keys[0], instance=instance, resources=resources)
-    for asset, version in (("course_manifest", "2"), ("ct_image", "2")):
+    for asset, version in (("course_manifest", "3"), ("ct_image", "2")):
         (record,) = instance.fetch_materializations(AssetKey(asset), limit=10).records
         mat = record.asset_materialization
         assert mat.partition == keys[0]
@@ -77,8 +77,15 @@ def test_cohort_tables(two_courses, drop, data_root, resources, instance):
     assert sorted(courses["course_key"]) == sorted(keys)
     assert set(courses["patient_id"]) == {"SYNTH000", "SYNTH001"}
     report = pd.read_parquet(data_root / "cohort" / "ingest_report.parquet")
-    assert list(report["path"]) == ["readme.txt"]
+    assert list(report["path"]) == ["readme.txt"] and report["file_id"][0].startswith("f-")
     assert "not a DICOM file" in report["reason"][0]
+    assert courses_mode(data_root) == 0o600  # the key map: readable by its owner only
+
+
+def courses_mode(data_root) -> int:
+    import stat
+
+    return stat.S_IMODE((data_root / "cohort" / "courses.parquet").stat().st_mode)
 
 
 def test_bad_ct_fails_its_course_with_a_clear_message(drop, data_root, resources, instance):
@@ -89,7 +96,23 @@ def test_bad_ct_fails_its_course_with_a_clear_message(drop, data_root, resources
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
-    assert "missing slice" in message and "CT_0005.dcm" in message and "CT_0007.dcm" in message
+    # in Dagster the files are named by file id (their folders may carry the patient's name) ...
+    from rt_resources.ingest.course_keys import load_site_secret
+    from rt_resources.privacy import file_id
+
+    secret = load_site_secret(data_root)
+    names = {p.name: p.relative_to(drop).as_posix() for p in drop.rglob("CT_000*.dcm")}
+    assert "missing slice" in message
+    assert file_id(secret, names["CT_0005.dcm"]) in message and file_id(secret, names["CT_0007.dcm"]) in message
+    assert "CT_0005.dcm" not in message and str(drop) not in message
+    # ... and the course's files are in the ingest report with the reason and the stage that refused them
+    result = materialize([ingest_report], instance=instance, resources=resources)
+    import pandas as pd
+
+    report = pd.read_parquet(data_root / "cohort" / "ingest_report.parquet")
+    refused = report[report["course_key"] == key]
+    assert set(refused["stage"]) == {"ct_image"} and "missing slice" in refused["reason"].iloc[0]
+    assert names["CT_0005.dcm"] in set(refused["path"])
 
 
 @pytest.mark.parametrize("pid", ["../../../tmp/x", "/etc/passwd"])

@@ -7,7 +7,7 @@ import shutil
 import pandas as pd
 import pytest
 import SimpleITK as sitk
-from dagster import AssetKey, DagsterEventType, Definitions, evaluate_automation_conditions, materialize
+from dagster import AssetKey, DagsterEventType, materialize
 
 from rt_assets.assets.cohort.cohort_dvh_metrics import cohort_dvh_metrics
 from rt_assets.assets.course.course_manifest import course_manifest
@@ -22,7 +22,7 @@ from tests.conftest import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
 CONTRACT = (
-    "course_key patient_id roi_name source volume_cc mean_gy min_gy max_gy d2_gy d50_gy d95_gy d98_gy d1cc_gy "
+    "course_key roi_name source volume_cc mean_gy min_gy max_gy d2_gy d50_gy d95_gy d98_gy d1cc_gy "
     "d0_1cc_gy rx_gy v95pct_rx_pct v100pct_rx_pct"
 ).split()
 
@@ -53,7 +53,7 @@ def test_course_dvh_end_to_end(drop, data_root, resources, instance):
     metrics = pd.read_parquet(course_dir / "dvh_metrics.parquet")
     assert set(CONTRACT) <= set(metrics.columns)
     assert {"v1gy_pct", "v60gy_pct"} <= set(metrics.columns)  # whole Gy up to the max dose
-    assert (metrics["source"] == "manual").all() and (metrics["patient_id"] == "SYNTH000").all()
+    assert (metrics["source"] == "manual").all() and "patient_id" not in metrics.columns  # keyed by course only
     body = metrics.set_index("roi_name").loc["BODY"]
     assert body["max_gy"] == pytest.approx(70.0, abs=0.1)
     curves = pd.read_parquet(course_dir / "dvh_curves.parquet")
@@ -97,29 +97,51 @@ def test_course_without_dose_skips_dvh_and_says_why(drop, data_root, resources, 
 
 
 def test_cohort_dvh_follows_course_dvhs(drop, data_root, resources, instance):
+    """cohort_sensor: nothing while a run is in flight; a rebuild whenever a course's DVH was
+    materialized after the cohort table was built (by storage id, not time); the coverage check
+    names a course missing from it."""
+    from dagster import DagsterRunStatus, build_sensor_context
+
+    from rt_assets.definitions import defs
+    from rt_assets.sensors.cohort_sensor import cohort_sensor, stale_cohort_tables
+
     write_patient(drop, 0, SMALL)
     write_patient(drop, 1, SMALL)
     keys = add(instance, drop, data_root)
-    from rt_assets.assets.derived.custom_structures import custom_structures
-    from rt_assets.assets.segmentation.totalseg_masks import totalseg_masks
 
-    graph = [*COURSE, totalseg_masks, custom_structures, cohort_dvh_metrics]
-    assets = Definitions(assets=graph, resources=resources)
-    first = evaluate_automation_conditions(defs=assets, instance=instance)
+    def tick():
+        return cohort_sensor(build_sensor_context(instance=instance, resources=resources, definitions=defs))
+
     materialize(COURSE, partition_key=keys[0], instance=instance, resources=resources)
-    after_one = evaluate_automation_conditions(defs=assets, instance=instance, cursor=first.cursor)
-    assert requested(after_one)
-    assert materialize([cohort_dvh_metrics], instance=instance, resources=resources).success
-    table = pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")
-    assert set(table["course_key"]) == {keys[0]}
+    assert "cohort_dvh_metrics" in stale_cohort_tables(instance, None)
+    first = tick()
+    assert first.run_key.startswith("cohort:")
+    result = materialize([cohort_dvh_metrics], instance=instance, resources=resources)
+    assert set(pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")["course_key"]) == {keys[0]}
+    (check,) = result.get_asset_check_evaluations()
+    assert check.passed
+    assert "cohort_dvh_metrics" not in stale_cohort_tables(instance, None)
 
-    quiet = evaluate_automation_conditions(defs=assets, instance=instance, cursor=after_one.cursor)
-    assert not requested(quiet)
     materialize(COURSE, partition_key=keys[1], instance=instance, resources=resources)
-    again = evaluate_automation_conditions(defs=assets, instance=instance, cursor=quiet.cursor)
-    assert requested(again)
+    assert "cohort_dvh_metrics" in stale_cohort_tables(instance, None)
+    in_flight = instance.create_run_for_job(
+        defs.resolve_job_def("course_job"), tags={"dagster/partition": keys[1]}, status=DagsterRunStatus.STARTED
+    )
+    assert "in flight" in tick().skip_message  # the course runs first
+    instance.report_run_failed(in_flight)
+    again = tick()
+    assert again.run_key != first.run_key  # a new state, a new run
     assert materialize([cohort_dvh_metrics], instance=instance, resources=resources).success
     assert set(pd.read_parquet(data_root / "cohort" / "dvh_metrics.parquet")["course_key"]) == set(keys)
+    assert "cohort_dvh_metrics" not in stale_cohort_tables(instance, None)
+
+
+def test_coverage_check_names_missing_courses():
+    from rt_assets.cohort_inputs import coverage_result
+
+    missing = coverage_result("cohort_dvh_metrics", {"c-1", "c-2", "c-3"}, {"c-1"}, {"c-3"})
+    assert not missing.passed and "2 of 3 courses missing (1 with a run in flight)" in missing.description
+    assert coverage_result("cohort_dvh_metrics", {"c-1"}, {"c-1"}, set()).passed
 
 
 def test_roi_names_are_sanitized_for_files_and_exact_in_tables(drop, data_root, resources, instance):
@@ -140,7 +162,3 @@ def test_roi_names_are_sanitized_for_files_and_exact_in_tables(drop, data_root, 
     metrics = pd.read_parquet(data_root / "courses" / key / "dvh_metrics.parquet")
     assert "../PTV 60/70 (eval)" in set(metrics["roi_name"])
 
-
-def requested(evaluation) -> bool:
-    """Whether the evaluation requested the (unpartitioned) cohort DVH table."""
-    return any(r.true_subset.size for r in evaluation.results if r.key == AssetKey("cohort_dvh_metrics"))

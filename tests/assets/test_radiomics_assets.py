@@ -36,7 +36,7 @@ def test_features_equal_a_direct_pyradiomics_call(drop, data_root, resources, in
     assert materialize(COURSE, partition_key=key, instance=instance, resources=pooled).success
     course_dir = data_root / "courses" / key
     table = pd.read_parquet(course_dir / "radiomics.parquet")
-    assert list(table.columns[:4]) == ["course_key", "patient_id", "roi_name", "source"]
+    assert list(table.columns[:3]) == ["course_key", "roi_name", "source"] and "patient_id" not in table.columns
     assert {"BODY", "PTV", "Lung_L"} <= set(table["roi_name"])
     extractor = RadiomicsFeatureExtractor(str(FAST_RADIOMICS))
     for _, row in table.iterrows():

@@ -382,7 +382,6 @@ def test_mask_vs_contour_volume_warns_on_a_missing_mask(course, rois, tmp_path):
 def _metrics(**override) -> pd.DataFrame:
     row = dict(
         course_key="c-0",
-        patient_id="P",
         roi_name="PTV",
         source="manual",
         method="contour",
@@ -496,9 +495,7 @@ def test_autoseg_completeness_needs_a_vertebra(tmp_path):
 
 def _radiomics(n_features: int = 20) -> pd.DataFrame:
     rng = np.random.default_rng(0)
-    ids = pd.DataFrame(
-        {"course_key": "c-0", "patient_id": "P", "roi_name": ["PTV", "Heart", "Lung_L"], "source": "manual"}
-    )
+    ids = pd.DataFrame({"course_key": "c-0", "roi_name": ["PTV", "Heart", "Lung_L"], "source": "manual"})
     features = pd.DataFrame(rng.normal(size=(3, n_features)), columns=[f"original_f{i}" for i in range(n_features)])
     return pd.concat([ids, features], axis=1)
 

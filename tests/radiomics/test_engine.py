@@ -73,12 +73,10 @@ def test_large_roi_gets_light_params():
 
 def test_course_radiomics_table(synth):
     settings = RadiomicsSettings(params=synth["params"], light_params=None)
-    frame, summary = course_radiomics(
-        synth["image"], synth["masks"], "P1/C1", "P1", settings, workers=2, sequential=True
-    )
-    assert list(frame.columns[:4]) == ID_COLUMNS
+    frame, summary = course_radiomics(synth["image"], synth["masks"], "P1/C1", settings, workers=2, sequential=True)
+    assert list(frame.columns[:3]) == ID_COLUMNS
     assert list(frame["roi_name"]) == ["Box GTV", "ROI_A", "ROI_B"]
-    assert (frame["course_key"] == "P1/C1").all() and (frame["patient_id"] == "P1").all()
+    assert (frame["course_key"] == "P1/C1").all() and "patient_id" not in frame.columns
     assert "original_shape_MeshVolume" in frame.columns
     assert summary["n_tasks"] == summary["n_ok"] == 3 and summary["failures"] == []
     assert {s["roi_name"] for s in summary["skipped"]} == {"Couch_Top", "tiny"}

@@ -67,7 +67,7 @@ def test_course_dvh_in_pool_equals_in_process(tmp_path, monkeypatch):
     dose_path = tmp_path / "dose.nii.gz"
     sitk.WriteImage(read_rtdose(next(f.path for f in course.files if f.modality == "RTDOSE")).image, str(dose_path))
     monkeypatch.setattr(dvh_course, "MIN_ROIS_FOR_POOL", 4)
-    args = dict(course_key="k", patient_id="p", dose_path=dose_path, rois=rois, masks_root=masks,
+    args = dict(course_key="k", dose_path=dose_path, rois=rois, masks_root=masks,
                 prescription_gy=60.0, single_plane_mm=SMALL.slice_mm)  # fmt: skip
     m1, c1, n1 = dvh_course.course_dvh(**args, workers=1)
     m2, c2, n2 = dvh_course.course_dvh(**args, workers=2)

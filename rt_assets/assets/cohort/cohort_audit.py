@@ -3,6 +3,14 @@ import pyarrow.parquet as pq
 from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from rt_assets.audit import LEDGER_COLUMNS, ledger_rows
+from rt_assets.cohort_inputs import (
+    COHORT_INPUTS,
+    courses_in_flight,
+    coverage_result,
+    coverage_spec,
+    input_ids,
+    record_inputs,
+)
 from rt_resources.resources import DataRoot
 
 LEDGER_DIR = "audit"  #: cohort/audit/ledger-<n>.parquet, n = 1, 2, ...
@@ -43,7 +51,7 @@ def _write_part(path, frame: pd.DataFrame, low_water: int):
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
-@asset(code_version="1", kinds={"parquet"})
+@asset(code_version="2", kinds={"parquet"}, check_specs=[coverage_spec("cohort_audit")])
 def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """An append-only ledger of every materialization and every QC check result in this Dagster
     instance (cohort/audit/ledger-<n>.parquet): time, asset, course, run, code version, data
@@ -53,6 +61,7 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
     last ones; existing parts are never rewritten. A check planned by a run still in flight is
     added by a later build, once evaluated (or, if its run ended first, as "not evaluated").
     Read them all with pandas.read_parquet("cohort/audit")."""
+    ids = input_ids(context.instance, COHORT_INPUTS["cohort_audit"])
     folder = data_root.cohort_dir() / LEDGER_DIR
     folder.mkdir(parents=True, exist_ok=True)
     after_mat, after_check, in_ledger = ledger_cursors(folder)
@@ -62,13 +71,17 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
         frame = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
         frame["passed"] = frame["passed"].astype("boolean")
         new_part = _write_part(folder / f"ledger-{len(ledger_parts(folder)) + 1:06d}.parquet", frame, low_water)
+    covered = set(pd.read_parquet(folder, columns=["course_key"])["course_key"]) if ledger_parts(folder) else set()
+    expected = set().union(*(set(per) for per in ids.values()))
     return MaterializeResult(
+        check_results=[coverage_result("cohort_audit", expected, covered, courses_in_flight(context.instance))],
         metadata={
+            "inputs_sha256": record_inputs(data_root.cohort_dir(), "cohort_audit", ids),
             "path": MetadataValue.path(str(folder)),
             "new_rows": len(rows),
             "new_part": new_part.name if new_part else "none (no new events)",
             "n_parts": len(ledger_parts(folder)),
             "after": MetadataValue.json({"materialization": after_mat, "check": after_check}),
             "check_low_water": low_water,
-        }
+        },
     )

@@ -3,12 +3,14 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.constants import TAG_FINGERPRINT
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private, scrubber_for_course, use_scrubber
 from rt_resources.fileio import write_json_atomic
 from rt_resources.ingest.manifest import SOURCE_UID_FIELDS, build_manifest
 from rt_resources.resources import DataRoot, DicomDrop
 
 
-@asset(partitions_def=course_partitions, code_version="2", kinds={"dicom", "json"})
+@asset(partitions_def=course_partitions, code_version="3", kinds={"dicom", "json"})
+@private
 def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_drop: DicomDrop) -> MaterializeResult:
     """The course as found in the drop: patient, study/series/SOP UIDs and every source file
     with its sha256 (courses/<key>/manifest.json). Everything downstream reads its inputs
@@ -21,6 +23,7 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
             description=f"course {context.partition_key} is no longer in the drop {dicom_drop.root}: {exc}",
         ) from exc
     manifest = build_manifest(course, dicom_drop.root)
+    use_scrubber(scrubber_for_course(data_root, course.key, manifest))  # the files it now knows
     path = write_json_atomic(data_root.course_dir(course.key) / "manifest.json", manifest)
 
     requested = context.run.tags.get(TAG_FINGERPRINT)

@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.automation import after_updates
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, read_dose_info
 from rt_resources.provenance import sha256_file
 from rt_resources.qc.previews import PREVIEW_DIR, ct_montage_png, png_markdown
@@ -19,6 +20,7 @@ from rt_resources.resources import DataRoot
         required=["ct_image", "structure_masks", "dose_grid"], triggers=["totalseg_masks", "custom_structures"]
     ),
 )
+@private
 def course_preview(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """A picture to review the course at a glance (courses/<key>/preview/ct_montage.png, shown
     here in the metadata): axial, coronal and sagittal CT planes through the target (PTV, else

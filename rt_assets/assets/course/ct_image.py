@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import write_atomic
 from rt_resources.imaging.ct_series import CTSeriesError, read_ct_volume, validate_ct_series
@@ -14,6 +15,7 @@ from rt_resources.resources import DataRoot
 
 @asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="2", kinds={"nifti"},
        check_specs=check_specs("ct_image"))  # fmt: skip
+@private
 def ct_image(context: AssetExecutionContext, data_root: DataRoot):
     """The planning CT as one volume in HU (courses/<key>/ct.nii.gz), with origin, spacing
     and direction from the DICOM headers. A series with uneven spacing (a missing slice),

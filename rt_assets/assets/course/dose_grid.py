@@ -2,17 +2,20 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import log_warning, private, scrub_value
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
 from rt_resources.fileio import write_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, read_manifest
+from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import digest_of
 from rt_resources.qc.checks import dose_units
 from rt_resources.resources import DataRoot
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="2", kinds={"nifti"},
+@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="3", kinds={"nifti"},
        check_specs=check_specs("dose_grid"))  # fmt: skip
+@private
 def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     """The course's total dose in Gy (courses/<key>/dose.nii.gz, dose.json): DoseGridScaling
     applied exactly once; a plan-sum dose as is, BEAM doses of a plan summed, primary and boost
@@ -28,8 +31,19 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
         total, plans, inputs = course_total_dose(manifest)
     except ManifestError as exc:
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
-    info = dose_info(total, plans)
-    components = MetadataValue.json(total.components)
+    info = scrub_value(dose_info(total, plans))  # dose.json names files by id: no path, no label
+    components = MetadataValue.json(info["components"])
+    by_uid = {f["sop_instance_uid"]: f for f in manifest["files"] if f["kind"] == "RTDOSE"}
+    unused_plans = [
+        f for f in manifest["files"] if f["kind"] == "RTPLAN" and f["sop_instance_uid"] not in total.plans_summed
+    ]
+    write_refusals(  # every RTDOSE and RTPLAN the total does not use, with the reason, for the ingest report
+        course_dir,
+        "dose_grid",
+        [refused_entry(by_uid[c["sop_instance_uid"]], c["why"]) for c in info["components"]
+         if not c.get("used") and c.get("sop_instance_uid") in by_uid]
+        + [refused_entry(f, "no dose of this plan is used for the course's total dose") for f in unused_plans],
+    )  # fmt: skip
     lineage = lineage_metadata(
         context,
         source_uids={"rtdose_uids": manifest["rtdose_uids"], "rtplan_uids": total.plans_summed},
@@ -38,7 +52,7 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     if total.image is None:
         (course_dir / DOSE_FILE).unlink(missing_ok=True)  # never leave an earlier dose for the DVH
         write_json_atomic(course_dir / DOSE_INFO_FILE, info)
-        context.log.warning(f"course {context.partition_key}: no dose: {total.decision}")
+        log_warning(context, f"course {context.partition_key}: no dose: {total.decision}")
         if manifest["rtdose_uids"]:  # an RTDOSE that cannot be used (RELATIVE, ...): an error to look at
             qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(course_dir)})
         else:

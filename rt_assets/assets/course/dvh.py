@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.automation import after_updates
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, read_dose_info
 from rt_resources.dvh.course import course_dvh, summary_table
@@ -18,7 +19,7 @@ from rt_resources.structures.rtstruct import read_rois
 @asset(
     partitions_def=course_partitions,
     deps=["dose_grid", "structure_masks", "totalseg_masks", "custom_structures"],
-    code_version="3",
+    code_version="4",
     kinds={"parquet"},
     output_required=False,
     check_specs=check_specs("dvh"),
@@ -27,6 +28,7 @@ from rt_resources.structures.rtstruct import read_rois
         required=["dose_grid", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
     ),
 )
+@private
 def dvh(context: AssetExecutionContext, data_root: DataRoot, compute: ComputeConfig):
     """Dose-volume metrics and curves per ROI (courses/<key>/dvh_metrics.parquet,
     dvh_curves.parquet). Manual ROIs: contour-based, each contour plane a slab, supersampled
@@ -54,7 +56,6 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot, compute: ComputeCon
     ct.ReadImageInformation()
     metrics, curves, notes = course_dvh(
         course_key=context.partition_key,
-        patient_id=manifest["patient_id"],
         dose_path=dose_path,
         rois=read_rois(structs[0]["abspath"]) if structs else [],
         masks_root=course_dir / "masks",

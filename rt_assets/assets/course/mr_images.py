@@ -2,14 +2,17 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_resources.imaging.mr_course import MR_DIR, course_mr_images, mr_series_of
 from rt_resources.ingest.manifest import ManifestError, read_manifest
+from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot
 
 
 @asset(partitions_def=course_partitions, deps=["course_manifest", "structure_masks"], code_version="1",
        kinds={"nifti"})  # fmt: skip
+@private
 def mr_images(context: AssetExecutionContext, data_root: DataRoot):
     """Every MR series of the course (linked by a REG object or the CT's frame of reference) as
     a volume on its own grid (courses/<key>/mr/<label>/image.nii.gz), with the manual masks
@@ -23,6 +26,13 @@ def mr_images(context: AssetExecutionContext, data_root: DataRoot):
     except ManifestError as exc:
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
     records, notes = course_mr_images(manifest, course_dir)
+    used = {r["series_uid"] for r in records}
+    write_refusals(
+        course_dir,
+        "mr_images",
+        [refused_entry(f, next((n for n in notes if f["series_uid"] in n), "MR series not usable"))
+         for f in manifest["files"] if f["kind"] == "MR" and f["series_uid"] not in used],
+    )  # fmt: skip
     if mr_series_of(manifest) and not records:
         raise Failure(
             description=f"course {context.partition_key}: no MR series could be used: " + "; ".join(notes),

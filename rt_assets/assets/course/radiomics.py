@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.automation import after_updates
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.imaging.mr_course import MR_DIR
@@ -16,7 +17,7 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
 @asset(
     partitions_def=course_partitions,
     deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
-    code_version="2",
+    code_version="3",
     kinds={"parquet"},
     check_specs=check_specs("radiomics"),
     # computed in the course run; recomputed when auto or custom structures arrive later
@@ -24,10 +25,11 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
         required=["ct_image", "structure_masks"], triggers=["totalseg_masks", "custom_structures"]
     ),
 )
+@private
 def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_config: RadiomicsConfig):
     """pyradiomics features of every mask of the course (masks/<source>/*.nii.gz) on the CT, and
     of the manual masks mapped onto each MR (mr/<label>/masks/manual, source "<label>/manual")
-    with the MR parameters (courses/<key>/radiomics.parquet: course_key, patient_id, roi_name,
+    with the MR parameters (courses/<key>/radiomics.parquet: course_key, roi_name,
     source, then one column per feature with pyradiomics' own name). One task per (source, ROI) in a process pool of
     (cores - 1) workers with retries and adaptive halving on memory errors or killed workers;
     couch/support/table ROIs and tiny masks are skipped with the reason; an ROI that still fails
@@ -41,7 +43,7 @@ def radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_con
     workers = radiomics_config.worker_count()
     ct_path = course_dir / "ct.nii.gz"
     table, summary = course_radiomics(
-        ct_path, course_dir / "masks", context.partition_key, manifest["patient_id"], settings, workers,
+        ct_path, course_dir / "masks", context.partition_key, settings, workers,
         sequential=radiomics_config.sequential, mr_root=course_dir / MR_DIR,
     )  # fmt: skip
     if summary["n_tasks"] and not summary["n_ok"]:

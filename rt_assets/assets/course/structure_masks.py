@@ -2,9 +2,11 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, primary_structure_set, read_manifest, source_files
+from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import sha256_file
 from rt_resources.qc.checks import mask_vs_contour_volume, structure_boundary
 from rt_resources.resources import DataRoot
@@ -14,6 +16,7 @@ from rt_resources.structures.rtstruct import read_rois
 
 @asset(partitions_def=course_partitions, deps=["course_manifest", "ct_image"], code_version="1", kinds={"nifti"},
        check_specs=check_specs("structure_masks"))  # fmt: skip
+@private
 def structure_masks(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """Every ROI of the course's RTSTRUCT as a mask on the CT grid
     (courses/<key>/masks/manual/<roi>.nii.gz, uint8), voxel centres inside the contours
@@ -29,6 +32,12 @@ def structure_masks(context: AssetExecutionContext, data_root: DataRoot) -> Mate
         (struct,) = [f for f in source_files(manifest, "RTSTRUCT") if f["sop_instance_uid"] == struct_uid]
     except ManifestError as exc:
         raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    write_refusals(
+        course_dir,
+        "structure_masks",
+        [refused_entry(f, f"not the course's primary structure set (that is {struct_uid}, the one its plans reference)")
+         for f in manifest["files"] if f["kind"] == "RTSTRUCT" and f["sop_instance_uid"] != struct_uid],
+    )  # fmt: skip
     ct_path = course_dir / "ct.nii.gz"
     ct = sitk.ReadImage(str(ct_path))
     rois = read_rois(struct["abspath"])

@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.automation import after_updates
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
@@ -22,6 +23,7 @@ CROPS_DIR = "crops"  #: courses/<key>/crops/<region>/: never beside the full-siz
     check_specs=check_specs("ct_crop"),
     automation_condition=after_updates(required=["ct_image", "totalseg_masks"]),
 )
+@private
 def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig):
     """The CT and every mask cropped along the patient's head-feet axis to landmark-defined
     bounds from the TotalSegmentator masks (courses/<key>/crops/<region>/ct.nii.gz and

@@ -5,6 +5,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 from rt_assets.automation import after_updates
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot, SegmentationConfig
@@ -20,6 +21,7 @@ from rt_resources.structures.masks import ROI_INDEX_FILE
     output_required=False,
     automation_condition=after_updates(required=["structure_masks"]),
 )
+@private
 def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig):
     """Boolean combinations (union, intersection, subtract, xor) of manual and auto structures,
     with isotropic or per-direction margins in mm, from the YAML file $RT_CUSTOM_STRUCTURES

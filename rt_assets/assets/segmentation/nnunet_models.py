@@ -17,6 +17,7 @@ from dagster import (
 from rt_assets.constants import GPU_POOL, SEGMENTATION_GROUP
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import digest_of, sha256_file
 from rt_resources.resources import DataRoot, SegmentationConfig
@@ -41,6 +42,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
         f"{model.configuration}, folds {list(model.folds)}): labels {sorted(model.labels.values())} as "
         f"masks/{model.name}/<label>.nii.gz on the CT grid. GPU pool, one at a time.",
     )
+    @private
     def _model_asset(
         context: AssetExecutionContext, data_root: DataRoot, segmentation_config: SegmentationConfig
     ) -> MaterializeResult:

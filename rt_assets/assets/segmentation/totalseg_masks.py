@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, AutomationCondition, Failure, Materia
 from rt_assets.constants import GPU_POOL
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
+from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
@@ -31,6 +32,7 @@ RTSTRUCT_FILE = "rtstruct_totalseg.dcm"
     automation_condition=AutomationCondition.eager(),
     check_specs=check_specs("totalseg_masks"),
 )
+@private
 def totalseg_masks(
     context: AssetExecutionContext, data_root: DataRoot, totalsegmentator: TotalSegmentator
 ) -> MaterializeResult:

@@ -1,0 +1,71 @@
+"""Rebuild the cohort tables once the course runs are done, until they cover every course."""
+
+from dagster import (
+    AssetKey,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorEvaluationContext,
+    SkipReason,
+    sensor,
+)
+
+from rt_assets.cohort_inputs import COHORT_INPUTS, input_ids, inputs_digest
+from rt_assets.config import current_settings
+from rt_assets.constants import COHORT_JOB, TAG_LAUNCHED_BY
+from rt_assets.jobs import cohort_job
+from rt_assets.sensors.dicom_drop_sensor import DROP_STATE
+from rt_resources.ingest.request_ledger import RequestLedger
+from rt_resources.provenance import digest_of
+from rt_resources.resources import DataRoot
+
+BUSY = [
+    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
+]  # fmt: skip
+
+
+def stale_cohort_tables(instance, current_drop_state: str | None) -> dict[str, str]:
+    """Cohort table -> why it is stale: the course assets it is built from have newer
+    materializations than those it recorded (or it was never built), or the drop changed."""
+    stale = {}
+    for asset, inputs in COHORT_INPUTS.items():
+        records = instance.fetch_materializations(AssetKey(asset), limit=1).records
+        metadata = records[0].asset_materialization.metadata if records else {}
+        recorded = metadata["inputs_sha256"].value if "inputs_sha256" in metadata else None
+        if records and recorded == inputs_digest(input_ids(instance, inputs)):
+            if asset == "ingest_report" and current_drop_state:
+                built_from = metadata["drop_state"].value if "drop_state" in metadata else None
+                if built_from != current_drop_state:
+                    stale[asset] = "the drop's courses or unusable files changed"
+            continue
+        stale[asset] = "never built" if not records else "course assets materialized since it was built"
+    return stale
+
+
+@sensor(
+    job=cohort_job,
+    minimum_interval_seconds=current_settings().sensor_interval_s,
+    default_status=DefaultSensorStatus.RUNNING,
+)
+def cohort_sensor(context: SensorEvaluationContext, data_root: DataRoot):
+    """Once no run is queued or in flight, compare each cohort table (and the audit ledger) with
+    the latest materializations of the course assets it is built from (by storage id, recorded
+    before it read them: rt_assets/cohort_inputs.py) and with the drop's state; request one
+    cohort_job run when any is stale. The run key is that state, so a state is built once; the
+    tables converge whatever order the course runs finished in."""
+    busy = context.instance.get_runs(RunsFilter(statuses=BUSY), limit=100)
+    if busy:
+        return SkipReason(f"{len(busy)} run(s) queued or in flight: the cohort tables follow when they are done")
+    if not context.instance.get_dynamic_partitions("courses"):
+        return SkipReason("no course yet")
+    drop_state = RequestLedger(data_root.root / "index" / "sensor_requests.sqlite").confirmed(0).get(DROP_STATE)
+    stale = stale_cohort_tables(context.instance, drop_state)
+    if not stale:
+        return SkipReason("every cohort table is built from the latest course materializations")
+    state = digest_of(
+        [inputs_digest(input_ids(context.instance, inputs)) for inputs in COHORT_INPUTS.values()] + [drop_state or ""]
+    )
+    context.log.info("cohort tables to rebuild: " + "; ".join(f"{a} ({why})" for a, why in sorted(stale.items())))
+    return RunRequest(run_key=f"cohort:{state[:24]}", job_name=COHORT_JOB, tags={TAG_LAUNCHED_BY: "cohort_sensor"})
