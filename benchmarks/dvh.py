@@ -104,8 +104,10 @@ def main() -> None:
                 worst[key] = max(worst[key], ve, key=abs)
                 tot[key] = tot.get(key, 0.0) + sec
                 d95, d2 = m["d95"] - exp.d_at_volume_pct(95), m["d2"] - exp.d_at_volume_pct(2)
-                print(f"{name:12} {labels[key]:26} {sec:>8.3f} {ve:>+10.3f} {m['mean'] - exp.mean_gy:>+12.4f} "
-                      f"{d95:>+8.3f} {d2:>+8.3f}")  # fmt: skip
+                print(
+                    f"{name:12} {labels[key]:26} {sec:>8.3f} {ve:>+10.3f} {m['mean'] - exp.mean_gy:>+12.4f} "
+                    f"{d95:>+8.3f} {d2:>+8.3f}"
+                )
         for key, name in (("ours", "TOTAL"), ("dcp", "TOTAL"), ("dcp_i", "TOTAL small")):
             print(f"{name:12} {labels[key]:26} {tot[key]:>8.3f}")
 
@@ -126,8 +128,10 @@ def main() -> None:
         else:
             print(f"\ndicompyler example not found at {EXAMPLE.resolve()}: skipped")
 
-        print(f"\nanalytic total time: {ratio(tot['ours'], tot['dcp'])} than dicompyler default "
-              f"({tot['ours']:.3f} s vs {tot['dcp']:.3f} s)")  # fmt: skip
+        print(
+            f"\nanalytic total time: {ratio(tot['ours'], tot['dcp'])} than dicompyler default "
+            f"({tot['ours']:.3f} s vs {tot['dcp']:.3f} s)"
+        )
         if ex:
             print(f"example total time: {ratio(ex[0], ex[1])} than dicompyler default ({ex[0]:.3f} s vs {ex[1]:.3f} s)")
         print("worst analytic volume error: " + ", ".join(f"{labels[k]} {worst[k]:+.3f} %" for k in labels))

@@ -51,16 +51,22 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
     t0 = time.perf_counter()
     import SimpleITK as sitk
 
+    from rt_resources.course_paths import CoursePaths
+    from rt_resources.dicom.sop_classes import Kind
     from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
     from rt_resources.dvh.course import course_dvh
     from rt_resources.fileio import write_atomic, write_json_atomic, write_parquet_atomic
     from rt_resources.imaging.ct_series import read_ct_volume, validate_ct_series
     from rt_resources.imaging.mr_course import course_mr_images
-    from rt_resources.ingest.manifest import build_manifest, primary_structure_set, source_files
+    from rt_resources.ingest.manifest import build_manifest, primary_structure_set, source_files, write_manifest
     from rt_resources.ingest.survey import survey_drop
-    from rt_resources.parallel import default_workers
-    from rt_resources.qc import checks
-    from rt_resources.qc.previews import ct_montage_png, dvh_plot_png
+    from rt_resources.parallel import default_pool_workers
+    from rt_resources.qc.dose import dose_coverage, dose_units, dvh_sanity
+    from rt_resources.qc.geometry import ct_geometry, frame_of_reference
+    from rt_resources.qc.previews.dvh_plot import dvh_plot_png
+    from rt_resources.qc.previews.montage import ct_montage_png
+    from rt_resources.qc.radiomics import radiomics_nan
+    from rt_resources.qc.structures import mask_vs_contour_volume, structure_boundary
     from rt_resources.radiomics.course import course_radiomics
     from rt_resources.radiomics.engine import RadiomicsSettings
     from rt_resources.structures.masks import ROI_INDEX_FILE, write_masks
@@ -79,64 +85,81 @@ def plain_loop(drop: Path, out: Path, params: Path) -> dict:
     course = survey.courses[0]
     cdir = out / "courses" / course.key
     manifest = stage("course_manifest", lambda: build_manifest(course, drop))
-    write_json_atomic(cdir / "manifest.json", manifest)
+    write_manifest(cdir, manifest)
 
     def ct():
-        files = source_files(manifest, "CT", manifest["ct_series_uid"])
-        image = read_ct_volume(validate_ct_series([f["abspath"] for f in files]))
+        files = source_files(manifest, Kind.CT, manifest.ct_series_uid)
+        image = read_ct_volume(validate_ct_series([f.abspath for f in files]))
         write_atomic(cdir / "ct.nii.gz", lambda tmp: sitk.WriteImage(image, str(tmp), True))
-        checks.frame_of_reference(manifest)
-        checks.ct_geometry(manifest)
+        frame_of_reference(manifest)
+        ct_geometry(manifest)
         return image
 
     image = stage("ct_image", ct)
 
     def dose():
-        total, plans, _ = course_total_dose(manifest)
+        total, plans, _ = course_total_dose(
+            source_files(manifest, Kind.RTPLAN), source_files(manifest, Kind.RTDOSE), manifest
+        )
         write_json_atomic(cdir / DOSE_INFO_FILE, dose_info(total, plans))
         img = sitk.Cast(total.image, sitk.sitkFloat32)
         write_atomic(cdir / DOSE_FILE, lambda tmp: sitk.WriteImage(img, str(tmp), True))
-        checks.dose_units(cdir)
+        dose_units(cdir)
         return total
 
     total = stage("dose_grid", dose)
     uid = primary_structure_set(manifest)
-    struct = [f for f in source_files(manifest, "RTSTRUCT") if f["sop_instance_uid"] == uid][0]
+    struct = [f for f in source_files(manifest, Kind.RTSTRUCT) if f.sop_instance_uid == uid][0]
 
     def masks():
-        rois = read_rois(struct["abspath"])
+        rois = read_rois(struct.abspath)
         folder = cdir / "masks" / "manual"
         folder.mkdir(parents=True, exist_ok=True)
         write_json_atomic(folder / ROI_INDEX_FILE, write_masks(rois, image, folder))
-        checks.structure_boundary(cdir / "ct.nii.gz", folder)
-        checks.mask_vs_contour_volume(rois, folder, image.GetSpacing()[2])
+        structure_boundary(cdir / "ct.nii.gz", folder)
+        mask_vs_contour_volume(rois, folder, image.GetSpacing()[2])
         return rois
 
     rois = stage("structure_masks", masks)
-    stage("mr_images", lambda: course_mr_images(manifest, cdir))
+    stage("mr_images", lambda: course_mr_images(manifest, CoursePaths(cdir)))
 
     def dvh():
-        m, c, _ = course_dvh(course.key, cdir / DOSE_FILE, rois, cdir / "masks",
-                             total.prescription_gy, image.GetSpacing()[2], workers=default_workers())  # fmt: skip
+        m, c, _ = course_dvh(
+            course.key,
+            cdir / DOSE_FILE,
+            rois,
+            cdir / "masks",
+            total.prescription_gy,
+            image.GetSpacing()[2],
+            workers=default_pool_workers(),
+        )
         write_parquet_atomic(cdir / "dvh_metrics.parquet", m)
         write_parquet_atomic(cdir / "dvh_curves.parquet", c)
-        checks.dose_coverage(cdir / DOSE_FILE, cdir / "masks" / "manual")
-        checks.dvh_sanity(m)
+        dose_coverage(cdir / DOSE_FILE, cdir / "masks" / "manual")
+        dvh_sanity(m)
         dvh_plot_png(c, cdir / "preview" / "dvh.png", prescription_gy=total.prescription_gy)
 
     stage("dvh", dvh)
 
     def radiomics():
         settings = RadiomicsSettings(params=params)
-        table, _ = course_radiomics(cdir / "ct.nii.gz", cdir / "masks", course.key,
-                                    settings, default_workers(), mr_root=cdir / "mr")  # fmt: skip
+        table, _ = course_radiomics(
+            cdir / "ct.nii.gz", cdir / "masks", course.key, settings, default_pool_workers(), mr_root=cdir / "mr"
+        )
         write_parquet_atomic(cdir / "radiomics.parquet", table)
-        checks.radiomics_nan(table)
+        radiomics_nan(table)
 
     stage("radiomics", radiomics)
-    stage("course_preview", lambda: ct_montage_png(
-        cdir / "ct.nii.gz", cdir / "preview" / "ct_montage.png", manual_masks_dir=cdir / "masks" / "manual",
-        dose_path=cdir / DOSE_FILE, prescription_gy=total.prescription_gy))  # fmt: skip
+    stage(
+        "course_preview",
+        lambda: ct_montage_png(
+            cdir / "ct.nii.gz",
+            cdir / "preview" / "ct_montage.png",
+            manual_masks_dir=cdir / "masks" / "manual",
+            dose_path=cdir / DOSE_FILE,
+            prescription_gy=total.prescription_gy,
+        ),
+    )
     return {"import_s": t_import, "stages": stages}
 
 
@@ -193,8 +216,13 @@ def cli_run(drop: Path, out: Path, env: dict) -> tuple[float, dict]:
 
     cli_env = {k: v for k, v in env.items() if k not in ("DAGSTER_HOME", "RT_DATA_ROOT", "RT_DROP_ROOT")}
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "rt_assets.cli", "run", "--dicom-root", str(drop), "--outdir",
-                           str(out)], cwd=ROOT, env=cli_env, capture_output=True, text=True)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-m", "rt_assets.cli", "run", "--dicom-root", str(drop), "--outdir", str(out)],
+        cwd=ROOT,
+        env=cli_env,
+        capture_output=True,
+        text=True,
+    )
     wall = time.perf_counter() - start
     if proc.returncode != 0:
         raise RuntimeError(proc.stdout[-3000:] + proc.stderr[-3000:])
@@ -234,15 +262,25 @@ def main() -> None:
     parser.add_argument("--slices", type=int, default=120)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="rt-overhead-"))
-    env = {**os.environ, "RT_SITE_SECRET": SECRET, "PYTHONPATH": str(ROOT),
-           "RT_RADIOMICS_PARAMS": str(PARAMS), "RT_TOTALSEG_DEVICE": "cpu"}  # fmt: skip
+    env = {
+        **os.environ,
+        "RT_SITE_SECRET": SECRET,
+        "PYTHONPATH": str(ROOT),
+        "RT_RADIOMICS_PARAMS": str(PARAMS),
+        "RT_TOTALSEG_DEVICE": "cpu",
+    }
     env.pop("DAGSTER_HOME", None)
     try:
         drop = work / "drop"
         write_course(drop, args.rows, args.slices)
         n_files = sum(1 for _ in drop.rglob("*.dcm"))
-        results: dict[str, list] = {"plain": [], "rtpipeline run": [], "dagster in-process": [],
-                                    "multiprocess, forkserver": [], "multiprocess, spawn": []}  # fmt: skip
+        results: dict[str, list] = {
+            "plain": [],
+            "rtpipeline run": [],
+            "dagster in-process": [],
+            "multiprocess, forkserver": [],
+            "multiprocess, spawn": [],
+        }
         for i in range(args.repeat):
             for label in results:
                 out = work / f"out-{i}-{label.replace(' ', '_')}"
@@ -264,8 +302,10 @@ def main() -> None:
                     wall, info = run_python(["--dagster", mode, str(drop), str(out)], run_env)
                 results[label].append((wall, info))
                 print(f"  run {i + 1} {label:22} {wall:6.2f} s", flush=True)
-        print(f"\nCourse: CT {args.rows}x{args.rows}x{args.slices}, {n_files} DICOM files, primary + boost; "
-              f"{os.cpu_count()} CPUs; medians of {args.repeat}\n")  # fmt: skip
+        print(
+            f"\nCourse: CT {args.rows}x{args.rows}x{args.slices}, {n_files} DICOM files, primary + boost; "
+            f"{os.cpu_count()} CPUs; medians of {args.repeat}\n"
+        )
         base = statistics.median(w for w, _ in results["plain"])
         print(f"{'mode':28} {'process wall s':>14} {'vs plain':>9} {'imports s':>10}")
         for label, runs in results.items():
@@ -276,10 +316,13 @@ def main() -> None:
                 course = statistics.median(i["course_run_s"] for _, i in runs)
                 queue = statistics.median(i["queue_to_launch_s"] for _, i in runs)
                 start = statistics.median(i["launch_to_first_step_s"] for _, i in runs)
-                print(f"{'  its course run (queued->done)':28} {course:14.2f} {course / base:8.2f}x"
-                      f"   (queue to launch {queue:.2f} s, launch to first step {start:.2f} s)")  # fmt: skip
-        plain_stages = {k: statistics.median(i["stages"][k] for _, i in results["plain"])
-                        for k in results["plain"][0][1]["stages"]}  # fmt: skip
+                print(
+                    f"{'  its course run (queued->done)':28} {course:14.2f} {course / base:8.2f}x"
+                    f"   (queue to launch {queue:.2f} s, launch to first step {start:.2f} s)"
+                )
+        plain_stages = {
+            k: statistics.median(i["stages"][k] for _, i in results["plain"]) for k in results["plain"][0][1]["stages"]
+        }
         print("\nwhere the time goes (medians, s):")
         for label in ("dagster in-process", "multiprocess, forkserver", "multiprocess, spawn"):
             runs = [i for _, i in results[label]]
@@ -287,15 +330,19 @@ def main() -> None:
             setup = statistics.median(r["setup_s"] for r in runs)
             span = statistics.median(r["span_s"] for r in runs)
             run_wall = statistics.median(r["wall_s"] for r in runs)
-            print(f"  {label}: execute_job {run_wall:.2f} = setup before first step {setup:.2f} + steps span "
-                  f"{span:.2f} + teardown {run_wall - setup - span:.2f}; sum of step times {sum(steps.values()):.2f}; "
-                  f"{statistics.median(r['n_events'] for r in runs):.0f} events")  # fmt: skip
+            print(
+                f"  {label}: execute_job {run_wall:.2f} = setup before first step {setup:.2f} + steps span "
+                f"{span:.2f} + teardown {run_wall - setup - span:.2f}; sum of step times {sum(steps.values()):.2f}; "
+                f"{statistics.median(r['n_events'] for r in runs):.0f} events"
+            )
             for step, seconds in sorted(steps.items(), key=lambda kv: -kv[1]):
                 engine = plain_stages.get(step)
                 extra = f"   (plain loop {engine:.2f})" if engine is not None else ""
                 print(f"      {step:18} {seconds:6.2f}{extra}")
-        print(f"  plain: survey {plain_stages.pop('survey'):.2f} + " + " + ".join(
-            f"{k} {v:.2f}" for k, v in plain_stages.items()))  # fmt: skip
+        print(
+            f"  plain: survey {plain_stages.pop('survey'):.2f} + "
+            + " + ".join(f"{k} {v:.2f}" for k, v in plain_stages.items())
+        )
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

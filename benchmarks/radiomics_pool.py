@@ -67,8 +67,11 @@ def main() -> None:
         print(f"sum {total:.1f} s; largest ROI {max(costs.values()):.1f} s; best possible with 2 workers {bound:.2f}x")
         rows = []
         baseline = None
-        for label, workers, sequential in (("sequential (in process)", 1, True), ("pool, 1 worker", 1, False),
-                                           ("pool, 2 workers", 2, False)):  # fmt: skip
+        for label, workers, sequential in (
+            ("sequential (in process)", 1, True),
+            ("pool, 1 worker", 1, False),
+            ("pool, 2 workers", 2, False),
+        ):
             start = time.perf_counter()
             results, failures = run_tasks(ct_path, tasks, settings, workers=workers, sequential=sequential)
             seconds = time.perf_counter() - start

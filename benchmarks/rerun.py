@@ -51,8 +51,9 @@ def main() -> None:
     env.pop("DAGSTER_HOME", None)
     try:
         drop, extra = work / "drop", work / "extra"
-        rtpipeline("synth", "--out", str(drop), "--patients", str(args.patients), "--boost", "--second-course", "--mr",
-                   env=env)  # fmt: skip
+        rtpipeline(
+            "synth", "--out", str(drop), "--patients", str(args.patients), "--boost", "--second-course", "--mr", env=env
+        )
         # one more patient, one course, with its own seed so its UIDs differ from the drop's
         rtpipeline("synth", "--out", str(extra), "--patients", "1", "--boost", "--mr", "--seed", "4242", env=env)
         run = ("run", "--dicom-root")

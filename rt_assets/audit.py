@@ -21,6 +21,8 @@ from typing import Any
 
 from dagster import AssetKey, DagsterEventType, DagsterInstance
 
+from rt_resources.course_paths import CoursePaths
+
 #: the course assets in lineage order (upstream first)
 COURSE_CHAIN = (
     "course_manifest",
@@ -43,13 +45,31 @@ METRIC_INPUTS = {
 #: mask source -> the asset that made those masks (beyond the manual structure_masks)
 SOURCE_ASSETS = {"manual": "structure_masks", "totalseg": "totalseg_masks", "custom": "custom_structures"}
 LINEAGE_KEYS = (
-    "source_uids", "input_sha256", "tool_versions", "code_version", "settings", "settings_sha256", "output_sha256",
+    "source_uids",
+    "input_sha256",
+    "tool_versions",
+    "code_version",
+    "settings",
+    "settings_sha256",
+    "output_sha256",
     "model",
-)  # fmt: skip
+)
 LEDGER_COLUMNS = [
-    "event", "event_id", "timestamp", "asset", "course_key", "run_id", "check", "passed", "severity",
-    "description", "code_version", "data_version", "inputs", "lineage",
-]  # fmt: skip
+    "event",
+    "event_id",
+    "timestamp",
+    "asset",
+    "course_key",
+    "run_id",
+    "check",
+    "passed",
+    "severity",
+    "description",
+    "code_version",
+    "data_version",
+    "inputs",
+    "lineage",
+]
 
 
 def _iso(ts: float) -> str:
@@ -311,10 +331,11 @@ def course_chain(instance: DagsterInstance, course_key: str, assets: tuple[str, 
 
 def source_files(course_dir: Path) -> list[dict]:
     """The course's source files as the manifest lists them: kind, path, SOP instance UID, sha256."""
-    manifest = json.loads((Path(course_dir) / "manifest.json").read_text())
+    from rt_resources.ingest.manifest import read_manifest
+
     return [
-        {"kind": f["kind"], "path": f["path"], "sop_instance_uid": f["sop_instance_uid"], "sha256": f["sha256"]}
-        for f in manifest["files"]
+        {"kind": str(f.kind), "path": f.path, "sop_instance_uid": f.sop_instance_uid, "sha256": f.sha256}
+        for f in read_manifest(course_dir).files
     ]
 
 
@@ -331,8 +352,8 @@ def metric_chain(instance: DagsterInstance, course_dir: Path, roi: str, metric: 
     from rt_resources.provenance import sha256_file
 
     course_dir = Path(course_dir)
-    for asset, file_name in (("dvh", "dvh_metrics.parquet"), ("radiomics", "radiomics.parquet")):
-        path = course_dir / file_name
+    paths = CoursePaths(Path(course_dir))
+    for asset, path in (("dvh", paths.dvh_metrics), ("radiomics", paths.radiomics)):
         if not path.exists():
             continue
         table = pd.read_parquet(path)

@@ -35,9 +35,19 @@ COVERAGE = "coverage"
 #: the course assets whose checks cohort_qc gathers
 CHECKED_ASSETS = tuple(sorted(CHECKS))
 COURSE_ASSETS = (
-    "course_manifest", "course_preview", "ct_crop", "ct_image", "custom_structures", "dose_grid", "dvh",
-    "mr_images", "radiomics", "structure_masks", "totalseg_masks",
-)  # fmt: skip
+    "course_manifest",
+    "course_preview",
+    "ct_crop",
+    "ct_image",
+    "custom_structures",
+    "dose_grid",
+    "dvh",
+    "mr_images",
+    "radiomics",
+    "radiomics_robustness",
+    "structure_masks",
+    "totalseg_masks",
+)
 
 #: cohort asset -> the course assets it is built from
 COHORT_INPUTS: dict[str, tuple[str, ...]] = {
@@ -45,6 +55,7 @@ COHORT_INPUTS: dict[str, tuple[str, ...]] = {
     "ingest_report": ("course_manifest", "ct_image", "dose_grid", "structure_masks", "mr_images"),
     "cohort_dvh_metrics": ("dvh",),
     "cohort_radiomics": ("radiomics",),
+    "cohort_radiomics_robustness": ("radiomics_robustness",),
     "cohort_qc": CHECKED_ASSETS,
     "cohort_audit": COURSE_ASSETS,
 }
@@ -108,8 +119,11 @@ def courses_in_flight(instance) -> set[str]:
     from dagster import DagsterRunStatus, RunsFilter
 
     unfinished = [
-        DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
-    ]  # fmt: skip
+        DagsterRunStatus.QUEUED,
+        DagsterRunStatus.NOT_STARTED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+        DagsterRunStatus.CANCELING,
+    ]
     runs = instance.get_runs(RunsFilter(statuses=unfinished))
     return {r.tags["dagster/partition"] for r in runs if r.tags.get("dagster/partition")}

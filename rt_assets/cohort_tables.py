@@ -8,6 +8,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue
 
 from rt_assets.cohort_inputs import COHORT_INPUTS, courses_in_flight, coverage_result, input_ids, record_inputs
 from rt_assets.lineage import content_version, lineage_metadata
+from rt_assets.table_schemas import row_count
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot
@@ -40,7 +41,7 @@ def stack_course_tables(
         check_results=[coverage_result(asset, expected, present, courses_in_flight(context.instance))],
         metadata={
             "path": MetadataValue.path(str(path)),
-            "n_rows": len(table),
+            **row_count(len(table)),
             "n_courses": int(table["course_key"].nunique()) if len(table) else 0,
             "inputs_sha256": digest,
             **lineage_metadata(

@@ -7,7 +7,7 @@ from dagster import AssetsDefinition, AssetSpec, Definitions, ExecutorDefinition
 from rt_assets.assets import cohort, course, derived, segmentation
 from rt_assets.assets.segmentation.nnunet_models import nnunet_model_asset
 from rt_assets.config import current_settings
-from rt_assets.constants import COHORT_GROUP, COURSE_GROUP, DERIVED_GROUP, SEGMENTATION_GROUP
+from rt_assets.constants import COHORT_GROUP, COURSE_GROUP, DERIVED_GROUP, GPU_POOL, SEGMENTATION_GROUP
 from rt_assets.executors import step_executor
 from rt_assets.jobs import cohort_job, course_job, derived_job, segmentation_job
 from rt_assets.sensors.automation import automation_sensors
@@ -48,6 +48,32 @@ def derived_assets(settings: Settings) -> list:
     return [a.map_asset_specs(_without_rules) if isinstance(a, AssetsDefinition) else a for a in assets]
 
 
+def radiomics_uses_gpu(settings: Settings) -> bool:
+    """fastrad on a CUDA device: the radiomics steps then take a slot of the GPU pool."""
+    backend = settings.radiomics.backend
+    if backend == "pyradiomics":
+        return False
+    from rt_resources.radiomics.backends import cuda_available
+
+    return cuda_available()
+
+
+def course_assets(settings: Settings) -> list:
+    """The course group; the radiomics assets in the GPU pool when they run on the GPU."""
+    assets = load_assets_from_package_module(course, group_name=COURSE_GROUP)
+    if not radiomics_uses_gpu(settings):
+        return assets
+    from rt_assets.assets.course.radiomics import radiomics_asset
+    from rt_assets.assets.course.radiomics_robustness import radiomics_robustness_asset
+
+    gpu = {"radiomics": radiomics_asset(GPU_POOL), "radiomics_robustness": radiomics_robustness_asset(GPU_POOL)}
+    gpu = {name: a.with_attributes(group_names_by_key={a.key: COURSE_GROUP}) for name, a in gpu.items()}
+    return [
+        gpu.get(a.key.to_user_string(), a) if isinstance(a, AssetsDefinition) and len(a.keys) == 1 else a
+        for a in assets
+    ]
+
+
 def segmentation_assets(settings: Settings) -> tuple[list[AssetsDefinition], SegmentationAvailability]:
     """TotalSegmentator's asset (marked unavailable without weights) and one asset per custom model."""
     availability = segmentation_availability(settings)
@@ -65,7 +91,7 @@ def build_definitions(settings: Settings | None = None, executor: ExecutorDefini
     seg_assets, availability = segmentation_assets(settings)
     return Definitions(
         assets=[
-            *load_assets_from_package_module(course, group_name=COURSE_GROUP),
+            *course_assets(settings),
             *seg_assets,
             *derived_assets(settings),
             *load_assets_from_package_module(cohort, group_name=COHORT_GROUP),

@@ -62,19 +62,33 @@ def lineage_metadata(
     }
 
 
-def record_skip(context: AssetExecutionContext, reason: str, **metadata: MetadataValue) -> None:
+def record_skip(
+    context: AssetExecutionContext, reason: str, settings_keys: Iterable[str] | None = None, **metadata: MetadataValue
+) -> None:
     """Say why this partition of an optional-output asset is not materialized (an observation
-    with ``skipped``, visible in the UI), instead of writing an output that would look done."""
+    with ``skipped``, visible in the UI), instead of writing an output that would look done. The
+    settings digest goes with it: a skip holds only as long as the settings that caused it (turn
+    robustness on, add custom-structure rules, and ``rtpipeline run`` runs the asset).
+    ``settings_keys``: the resources whose settings decided the skip (default: all the asset's),
+    so that an unrelated change (other radiomics parameters while robustness is off) keeps it."""
     from dagster import AssetObservation
 
     from rt_assets.privacy import scrub
 
     reason = scrub(reason)
+    resources = asset_resources(context)
+    if settings_keys is not None:
+        resources = {key: resources[key] for key in settings_keys if key in resources}
     context.log.warning(f"{context.asset_key.to_user_string()} {context.partition_key}: not materialized: {reason}")
     context.log_event(
         AssetObservation(
             asset_key=context.asset_key,
             partition=context.partition_key,
-            metadata={"skipped": reason, **metadata},
+            metadata={
+                "skipped": reason,
+                "settings_sha256": MetadataValue.text(settings_digest(resources)),
+                "settings_keys": MetadataValue.json(sorted(resources)),
+                **metadata,
+            },
         )
     )

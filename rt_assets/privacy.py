@@ -11,18 +11,20 @@ index's PatientIDs and names of its files, and the site secret), and on the way 
   traceback written to ``<data_root>/logs/errors/`` (local, for whoever may read the data).
 
 Helpers that log or build check results (:func:`scrub`, :func:`log_warning`) use the step's
-scrubber. Dagster's compute-log capture is off (dagster.yaml): what libraries print (a DICOM
-reader naming a file) never reaches the instance's storage.
+scrubber, and so do the engines' own loggers (``rtpipeline.*``: pool retries, halving), which
+dagster.yaml's ``python_logs`` sends to the run's event log: their records are scrubbed as they are
+made (:func:`install_engine_log_scrubbing`). Dagster's compute-log capture is off (dagster.yaml):
+what libraries print (a DICOM reader naming a file) never reaches the instance's storage.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import logging
 import traceback
 from collections.abc import Callable
 from contextvars import ContextVar
-from pathlib import Path
 from typing import Any
 
 from dagster import (
@@ -39,6 +41,7 @@ from dagster import (
 )
 
 from rt_resources.ingest.course_keys import load_site_secret
+from rt_resources.ingest.manifest import Manifest
 from rt_resources.privacy import Scrubber, course_scrubber
 
 ERRORS_DIR = "logs/errors"  #: under the data root: full tracebacks of failed steps (local only)
@@ -66,7 +69,36 @@ def log_warning(context, message: str) -> None:
     context.log.warning(scrub(message))
 
 
-def scrubber_for_course(data_root, course_key: str, manifest: dict | None = None) -> Scrubber:
+ENGINE_LOGGER = "rtpipeline"  #: the engines' loggers (rt_resources.parallel, radiomics): dagster.yaml python_logs
+
+
+def install_engine_log_scrubbing() -> None:
+    """Scrub every record of the ``rtpipeline`` loggers made inside a ``@private`` step, before
+    any handler (Dagster's event log among them) sees it. Done once per process, on import."""
+    base = logging.getLogRecordFactory()
+    if getattr(base, "rt_scrubbing", False):
+        return
+
+    def factory(*args, **kwargs) -> logging.LogRecord:
+        record = base(*args, **kwargs)
+        scrubber = _current.get()
+        name = record.name or ""
+        if scrubber is not None and (name == ENGINE_LOGGER or name.startswith(ENGINE_LOGGER + ".")):
+            try:
+                message = record.getMessage()
+            except (TypeError, ValueError):
+                message = str(record.msg)
+            record.msg, record.args = scrubber.text(message), ()
+        return record
+
+    factory.rt_scrubbing = True
+    logging.setLogRecordFactory(factory)
+
+
+install_engine_log_scrubbing()
+
+
+def scrubber_for_course(data_root, course_key: str, manifest: Manifest | None = None) -> Scrubber:
     """The course's scrubber: its files (from the manifest) and the identifiers the drop index
     recorded for them."""
     from rt_resources.ingest.index import DropIndex
@@ -78,11 +110,11 @@ def scrubber_for_course(data_root, course_key: str, manifest: dict | None = None
             manifest = read_manifest(data_root.course_dir(course_key))
         except (ManifestError, ValueError, OSError):
             manifest = None
-    identifiers: set[str] = set()
-    if manifest and manifest.get("drop_root"):
-        index = DropIndex(root / "index", Path(manifest["drop_root"]))
-        identifiers = index.identifiers([f["path"] for f in manifest.get("files", [])])
-    return course_scrubber(load_site_secret(root), manifest, identifiers)
+    if manifest is None:
+        return course_scrubber(load_site_secret(root), None, [])
+    rel_paths = [f.path for f in manifest.files]
+    identifiers = DropIndex(root / "index", manifest.drop_root).identifiers(rel_paths)
+    return course_scrubber(load_site_secret(root), manifest.drop_root, rel_paths, identifiers)
 
 
 def use_scrubber(scrubber: Scrubber) -> None:

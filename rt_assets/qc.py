@@ -1,6 +1,6 @@
 """Quality checks as Dagster asset checks, evaluated in the step of the asset they check.
 
-The checks themselves are plain functions in :mod:`rt_resources.qc.checks`. Here each course
+The checks themselves are plain functions in the modules of :mod:`rt_resources.qc`. Here each course
 asset declares its checks (``check_specs(asset)``) and turns the engine's verdicts into
 ``AssetCheckResult`` events (``check_results``), so they appear on the asset in the UI, with
 severity and metadata. Checks that can catch a wrong downstream number are *blocking*: when
@@ -23,7 +23,7 @@ from pathlib import Path
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetExecutionContext, MetadataValue
 
 from rt_resources.fileio import write_json_atomic
-from rt_resources.qc.checks import ERROR, QcResult, from_dict, qc_json, run_guarded, to_dict
+from rt_resources.qc.results import ERROR, QcResult, from_dict, qc_json, run_guarded, to_dict
 
 QC_DIR = "qc"
 QC_FILE = "qc.json"
@@ -90,8 +90,9 @@ def check_results(context: AssetExecutionContext, course_dir: Path, results: lis
     asset = context.asset_key.to_user_string()
     scrubber = current()
     if scrubber is not None:  # the course's files by id, no identifier: in qc.json as in Dagster
-        results = [replace(r, description=scrubber.text(r.description), metadata=scrubber.value(r.metadata))
-                   for r in results]  # fmt: skip
+        results = [
+            replace(r, description=scrubber.text(r.description), metadata=scrubber.value(r.metadata)) for r in results
+        ]
     record(course_dir, asset, results)
     _refusals(course_dir, asset, results)
     out = []
@@ -131,8 +132,8 @@ def _refusals(course_dir: Path, asset: str, results: list[QcResult]) -> None:
     entries = []
     if failed:
         try:
-            files = read_manifest(course_dir)["files"]
-        except (ManifestError, OSError, KeyError, ValueError):
+            files = read_manifest(course_dir).files
+        except (ManifestError, OSError):
             files = []
         reason = "the course stopped at its CT: " + "; ".join(f"{r.name}: {r.description}" for r in failed)
         entries = [refused_entry(f, reason) for f in files]

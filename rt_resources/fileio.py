@@ -14,8 +14,9 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
+T = TypeVar("T")
 _COURSE_KEY = re.compile(r"^c-[0-9a-f]{12}$")
 
 
@@ -67,8 +68,9 @@ def write_parquet_atomic(target: Path, frame, mode: int | None = None) -> Path:
     return write_atomic(target, write)
 
 
-def replace_dir_atomic(target: Path, writer: Callable[[Path], Any]) -> Path:
-    """Fill a fresh temporary folder with ``writer(tmp_dir)``, then swap it in for ``target``.
+def replace_dir_atomic(target: Path, writer: Callable[[Path], T]) -> T:
+    """Fill a fresh temporary folder with ``writer(tmp_dir)``, then swap it in for ``target``;
+    return what ``writer`` returned.
 
     Readers see the old folder or the new one, never a mix; files of an earlier version
     that the new one lacks (a renamed ROI) do not linger.
@@ -81,11 +83,11 @@ def replace_dir_atomic(target: Path, writer: Callable[[Path], Any]) -> Path:
     old = target.with_name(f".{target.name}.{uuid.uuid4().hex[:8]}.old")
     tmp.mkdir()
     try:
-        writer(tmp)
+        result = writer(tmp)
         if target.exists():
             os.replace(target, old)
         os.replace(tmp, target)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
-    return target
+    return result

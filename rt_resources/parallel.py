@@ -10,6 +10,14 @@ processes (never fork: the parent may hold threads, SQLite handles and ITK state
 * a per-task timeout;
 * adaptive scaling: a ``MemoryError``, a killed worker (OOM killer, segfault) or a timed-out task
   shuts the pool down, halves the workers (at least 1) and resubmits every unfinished item;
+* sizing by free memory (:class:`MemoryPolicy`): the pool starts at
+  ``min(workers, (available memory - reserve) / peak per worker)``, where ``workers`` is the
+  caller's (cores - 1 by default) and the peak is a hint until measured; every finished task
+  reports its worker's peak RSS (``VmHWM``, reset before each task), and the pool re-measures:
+  fewer tasks in flight when memory gets scarce, and after a halving it grows back towards the
+  size before it once at least one worker's peak of memory has freed since. The decision is
+  logged as a "Parallelization Configuration" block on ``rtpipeline.<label>`` and returned in
+  :attr:`PoolOutcome.config`; later changes in :attr:`PoolOutcome.sizing`;
 * longest-first submission when the caller gives each item a cost (the largest ROI does not
   start last and leave the other workers idle at the end).
 
@@ -19,7 +27,6 @@ machines where processes cannot be spawned. Heavy libraries are imported only in
 
 from __future__ import annotations
 
-import logging
 import multiprocessing
 import os
 import signal
@@ -31,6 +38,34 @@ from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
+
+from rt_resources.pool_memory import (
+    DEFAULT_PEAK_HINT_BYTES,
+    GIB,
+    Measured,
+    MemoryPolicy,
+    PoolSizer,
+    available_memory_bytes,
+    peak_rss_bytes,
+    pool_logger,
+    pool_rss_bytes,
+    reset_peak_rss,
+)
+
+__all__ = [
+    "DEFAULT_PEAK_HINT_BYTES",
+    "GIB",
+    "FaultHook",
+    "MemoryPolicy",
+    "PoolOutcome",
+    "RetryPolicy",
+    "available_memory_bytes",
+    "default_pool_workers",
+    "limit_threads",
+    "run_pool",
+    "terminable_children",
+    "workers_from_env",
+]
 
 THREAD_ENV_VARS = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
 
@@ -51,12 +86,16 @@ class RetryPolicy:
 class PoolOutcome:
     """``results[i]`` = ``work(items[i])`` for the items that succeeded; ``failures[i]`` =
     ``{"error", "attempts"}`` for the others; ``workers`` = the pool size at the end (after any
-    halving); ``events`` = what degraded the pool, in order."""
+    halving); ``events`` = what degraded the pool, in order; ``config`` = the sizing decision at the
+    start (cores, requested, memory, peak per worker, start); ``sizing`` = later changes of the
+    pool size by memory, in order."""
 
     results: dict[int, Any] = field(default_factory=dict)
     failures: dict[int, dict[str, Any]] = field(default_factory=dict)
     workers: int = 1
     events: list[str] = field(default_factory=list)
+    config: dict[str, Any] = field(default_factory=dict)
+    sizing: list[str] = field(default_factory=list)
 
 
 @dataclass
@@ -65,11 +104,6 @@ class _State:
     ready_at: dict[int, float] = field(default_factory=dict)
     queue: list[int] = field(default_factory=list)
     outcome: PoolOutcome = field(default_factory=PoolOutcome)
-
-
-def _log(label: str) -> logging.Logger:
-    """Log lines go to ``rtpipeline.<label>`` (e.g. ``rtpipeline.radiomics``)."""
-    return logging.getLogger(f"rtpipeline.{label}")
 
 
 #: environment variable overriding the default pool size
@@ -84,7 +118,7 @@ def workers_from_env(variable: str) -> int:
     return max(1, (os.cpu_count() or 2) - 1)
 
 
-def default_workers() -> int:
+def default_pool_workers() -> int:
     """Pool size by default: ``$RT_POOL_WORKERS``, else CPU cores - 1."""
     return workers_from_env(WORKERS_ENV)
 
@@ -135,6 +169,9 @@ def terminable_children() -> Iterator[None]:
             signal.signal(signal.SIGTERM, restore)
 
 
+# --------------------------------------------------------------------------- workers
+
+
 def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
     limit_threads()
     if initializer is not None:
@@ -147,16 +184,23 @@ def _call(work: Callable[[Any], Any], item: Any, attempt: int, fault_hook: Fault
     return work(item)
 
 
+def _call_measured(work: Callable[[Any], Any], item: Any, attempt: int, fault_hook: FaultHook | None) -> Measured:
+    """:func:`_call` in a pool worker, with the worker's peak RSS during the call."""
+    reset_peak_rss()
+    value = _call(work, item, attempt, fault_hook)
+    return Measured(value, peak_rss_bytes())
+
+
 def _charge(state: _State, idx: int, error: BaseException, policy: RetryPolicy, describe: str, label: str) -> None:
     """Count one failed attempt: requeue after a backoff, or record the failure."""
     n = state.attempts[idx] = state.attempts.get(idx, 0) + 1
     message = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
     if n >= policy.attempts:
         state.outcome.failures[idx] = {"error": message, "attempts": n}
-        _log(label).warning("%s %s failed after %d attempts: %s", label, describe, n, message)
+        pool_logger(label).warning("%s %s failed after %d attempts: %s", label, describe, n, message)
         return
     delay = policy.backoff_s * 2 ** (n - 1)
-    _log(label).info("%s %s attempt %d failed (%s); retry in %.2fs", label, describe, n, message, delay)
+    pool_logger(label).info("%s %s attempt %d failed (%s); retry in %.2fs", label, describe, n, message, delay)
     state.ready_at[idx] = time.monotonic() + delay
     state.queue.append(idx)
 
@@ -191,37 +235,44 @@ def _stop_pool(pool: ProcessPoolExecutor) -> None:
     pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _run_processes(work, items, policy, workers, fault_hook, order, describe, label, initializer, initargs) -> _State:
+def _run_processes(work, items, policy, sizer, fault_hook, order, describe, label, initializer, initargs) -> _State:
     state = _State(queue=list(order))
     rank = {idx: r for r, idx in enumerate(order)}
     ctx = multiprocessing.get_context("spawn")
     while state.queue:
+        size = sizer.limit  # a larger limit later (memory freed) starts a new pool once this one drains
         pool = ProcessPoolExecutor(
-            max_workers=workers, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs)
+            max_workers=size, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs)
         )
         inflight: dict[Future, tuple[int, float]] = {}
         degrade: str | None = None
+        regrow = False
         while (state.queue or inflight) and degrade is None:
             now = time.monotonic()
-            # Never more than `workers` in flight, so submit time ~ start time and the
+            slots = 0 if regrow else max(0, min(size, sizer.limit) - len(inflight))
+            # Never more than `limit` in flight, so submit time ~ start time and the
             # per-task deadline is meaningful; among ready items, the costliest first.
             ready = sorted((i for i in state.queue if state.ready_at.get(i, 0.0) <= now), key=rank.__getitem__)
-            for idx in ready[: max(0, workers - len(inflight))]:
+            for idx in ready[:slots]:
                 state.queue.remove(idx)
-                fut = pool.submit(_call, work, items[idx], state.attempts.get(idx, 0) + 1, fault_hook)
+                fut = pool.submit(_call_measured, work, items[idx], state.attempts.get(idx, 0) + 1, fault_hook)
                 inflight[fut] = (idx, now + policy.timeout_s)
             wake = [d for _, d in inflight.values()]
-            if len(inflight) < workers:
+            if slots > len(ready):
                 wake += [state.ready_at.get(i, now) for i in state.queue]
             timeout = max(0.0, min(wake) - now) if wake else 0.0
             if not inflight:
+                if regrow:
+                    break
                 time.sleep(timeout)
                 continue
             done, _ = wait(inflight, timeout=timeout, return_when=FIRST_COMPLETED)
             for fut in done:
                 idx, _deadline = inflight.pop(fut)
                 try:
-                    state.outcome.results[idx] = fut.result()
+                    measured = fut.result()
+                    state.outcome.results[idx] = measured.value
+                    sizer.measured(measured.peak_bytes)
                 except BrokenProcessPool as exc:  # a worker died (killed, segfault, OOM killer)
                     _charge(state, idx, exc, policy, describe(items[idx]), label)
                     degrade = "a worker process died"
@@ -237,26 +288,29 @@ def _run_processes(work, items, policy, workers, fault_hook, order, describe, la
                     error = TimeoutError(f"no result after {policy.timeout_s}s")
                     _charge(state, idx, error, policy, describe(items[idx]), label)
                     degrade = "a task timed out"
+            if done and degrade is None:
+                sizer.resize(pool_rss_bytes(pool))
+                regrow = sizer.limit > size  # stop submitting here; drain, then a pool of the new size
         if degrade is None:
             pool.shutdown(wait=True)
-            break
+            continue  # done, or a larger pool for what is left
         # Harvest what finished meanwhile; every other unfinished item goes back in the queue.
         for fut, (idx, _deadline) in inflight.items():
             exc = fut.exception() if fut.done() and not fut.cancelled() else None
             if fut.done() and not fut.cancelled() and exc is None:
-                state.outcome.results[idx] = fut.result()
+                state.outcome.results[idx] = fut.result().value
             elif isinstance(exc, BrokenProcessPool):
                 _charge(state, idx, exc, policy, describe(items[idx]), label)  # died with the pool
             else:
                 state.queue.append(idx)
         _stop_pool(pool)
-        new_workers = max(1, workers // 2)
+        before, after = sizer.halve()
         n = len(state.queue)
-        event = f"{degrade}; halving workers {workers} -> {new_workers} and resubmitting {n} unfinished item(s)"
+        event = f"{degrade}; halving workers {before} -> {after} and resubmitting {n} unfinished item(s)"
         state.outcome.events.append(event)
-        _log(label).warning("%s: %s", label, event)
-        workers = new_workers
-    state.outcome.workers = workers
+        pool_logger(label).warning("%s: %s", label, event)
+    state.outcome.workers = sizer.limit
+    state.outcome.sizing = sizer.sizing
     return state
 
 
@@ -273,13 +327,16 @@ def run_pool(
     describe: Callable[[Any], str] = str,
     label: str = "task",
     fault_hook: FaultHook | None = None,
+    memory: MemoryPolicy | None = None,
 ) -> PoolOutcome:
     """Run ``work(item)`` for every item; see the module docstring.
 
     ``work``, the items, ``initializer`` and ``fault_hook`` must be picklable (module-level
     functions or dataclass instances). ``cost(item)`` orders submission, costliest first.
-    ``describe(item)`` names an item in log lines. A pool of one item or ``workers <= 1`` with
-    ``sequential=False`` still uses a worker process, so timeouts and crash isolation hold.
+    ``describe(item)`` names an item in log lines. ``workers`` is the most workers the pool uses;
+    ``memory`` how free memory lowers that (default :class:`MemoryPolicy`). A pool of one item or
+    ``workers <= 1`` with ``sequential=False`` still uses a worker process, so timeouts and crash
+    isolation hold.
     """
     policy = policy or RetryPolicy()
     order = _order(len(items), cost, items)
@@ -287,7 +344,10 @@ def run_pool(
         state = _run_sequential(work, items, policy, fault_hook, order, describe, label, initializer, initargs)
         state.outcome.workers = 1
         return state.outcome
-    workers = max(1, int(workers))
-    _log(label).info("Enabled parallel %s processing: %d workers (cores-1), thread_limit=1", label, workers)
-    state = _run_processes(work, items, policy, workers, fault_hook, order, describe, label, initializer, initargs)
+    sizer = PoolSizer(workers, memory or MemoryPolicy(), label)
+    config = sizer.start()
+    why = "cores-1" if sizer.limit == sizer.requested else f"memory; {sizer.requested} requested"
+    pool_logger(label).info("Enabled parallel %s processing: %d workers (%s), thread_limit=1", label, sizer.limit, why)
+    state = _run_processes(work, items, policy, sizer, fault_hook, order, describe, label, initializer, initargs)
+    state.outcome.config = config
     return state.outcome

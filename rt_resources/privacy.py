@@ -63,9 +63,7 @@ class Scrubber:
             self._paths[Path(rel).as_posix()] = file_id(secret, rel)
         names = {n for ident in identifiers for n in name_parts(ident)}
         self._names = sorted(names, key=len, reverse=True)
-        self._name_re = (
-            re.compile("|".join(re.escape(n) for n in self._names), re.IGNORECASE) if self._names else None
-        )
+        self._name_re = re.compile("|".join(re.escape(n) for n in self._names), re.IGNORECASE) if self._names else None
         # longest first, so a path is replaced before its file name alone
         basenames: dict[str, str] = {}
         for rel, fid in self._paths.items():
@@ -112,13 +110,8 @@ class Scrubber:
         return self.text(value) != value
 
 
-def course_scrubber(secret: bytes, manifest: Mapping[str, Any] | None, identifiers: Iterable[str] = ()) -> Scrubber:
-    """The scrubber of one course: its manifest's drop root and files, and its identifiers."""
-    if not manifest:
-        return Scrubber(secret, identifiers=identifiers)
-    return Scrubber(
-        secret,
-        drop_root=manifest.get("drop_root"),
-        rel_paths=[f["path"] for f in manifest.get("files", [])],
-        identifiers=identifiers,
-    )
+def course_scrubber(
+    secret: bytes, drop_root: Path | None, rel_paths: Iterable[str], identifiers: Iterable[str] = ()
+) -> Scrubber:
+    """The scrubber of one course: its drop root and files (from its manifest), and its identifiers."""
+    return Scrubber(secret, drop_root=drop_root, rel_paths=list(rel_paths), identifiers=identifiers)

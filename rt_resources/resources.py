@@ -14,6 +14,7 @@ from typing import Any
 from dagster import ConfigurableResource
 from pydantic import Field
 
+from rt_resources.course_paths import CoursePaths
 from rt_resources.fileio import course_dir
 from rt_resources.ingest.survey import DropSurvey, survey_drop
 from rt_resources.settings import Settings, load_settings, read_license_key
@@ -37,6 +38,10 @@ class DataRoot(ConfigurableResource):
 
     def course_dir(self, key: str) -> Path:
         return course_dir(self.root, key)
+
+    def course(self, key: str) -> CoursePaths:
+        """Every output path of the course ``key``."""
+        return CoursePaths.under(self.root, key)
 
     def cohort_dir(self) -> Path:
         return self.root / "cohort"
@@ -123,9 +128,9 @@ class ComputeConfig(ConfigurableResource):
     workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
 
     def worker_count(self) -> int:
-        from rt_resources.parallel import default_workers
+        from rt_resources.parallel import default_pool_workers
 
-        return self.workers or default_workers()
+        return self.workers or default_pool_workers()
 
 
 class RadiomicsConfig(ConfigurableResource):
@@ -135,24 +140,39 @@ class RadiomicsConfig(ConfigurableResource):
     mr_params: str = Field(default="", description="parameter YAML for MR images; empty = the shipped MR.yaml")
     workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
     sequential: bool = Field(default=False, description="one ROI at a time, in process (--sequential-radiomics)")
+    backend: str = Field(default="pyradiomics", description="pyradiomics | fastrad | auto (--radiomics-backend)")
 
     def settings(self):
         from rt_resources.radiomics.engine import PARAMS_DIR, RadiomicsSettings
 
         params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
         mr_params = Path(self.mr_params) if self.mr_params else PARAMS_DIR / "MR.yaml"
-        return RadiomicsSettings(params=params, mr_params=mr_params)
+        return RadiomicsSettings(params=params, mr_params=mr_params, backend=self.backend)
 
     def worker_count(self) -> int:
-        from rt_resources.radiomics.engine import default_workers
+        from rt_resources.radiomics.engine import default_pool_workers
 
-        return self.workers or default_workers()
+        return self.workers or default_pool_workers()
 
     def output_config(self) -> dict[str, Any]:
         """What changes the features: the parameter files' content (not their paths or the workers)."""
         from rt_resources.radiomics.course import params_sha256
 
-        return {"params_sha256": params_sha256(self.settings())}
+        # the backend too: fastrad's values differ from pyradiomics' at the 1e-11 level, so the
+        # table's bytes (and its data version) change with it
+        return {"params_sha256": params_sha256(self.settings()), "backend": self.backend}
+
+
+class RobustnessConfig(ConfigurableResource):
+    """Radiomics robustness under perturbations (radiomics_robustness): its own resource, so that
+    turning it on or changing N reruns that asset only, not the course's radiomics."""
+
+    perturbations: int = Field(default=0, description="perturbations per ROI; 0 = off (--radiomics-robustness N)")
+    threshold: float = Field(default=0.90, description="ICC at or above which a feature is robust")
+    seed: int = Field(default=0, description="seed of the perturbation draws (with the course and ROI)")
+
+    def output_config(self) -> dict[str, Any]:
+        return {"perturbations": self.perturbations, "threshold": self.threshold, "seed": self.seed}
 
 
 def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
@@ -175,7 +195,9 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "mr_params": rad.mr_params,
             "workers": rad.workers or settings.cpu_workers(),
             "sequential": rad.sequential,
+            "backend": rad.backend,
         },
+        "robustness_config": {"perturbations": rad.robustness, "threshold": rad.robustness_threshold},
         "segmentation_config": {
             "models_dir": seg.models_dir,
             "custom_structures": seg.custom_structures,
@@ -191,6 +213,7 @@ RESOURCE_TYPES: dict[str, type[ConfigurableResource]] = {
     "dicom_drop": DicomDrop,
     "totalsegmentator": TotalSegmentator,
     "radiomics_config": RadiomicsConfig,
+    "robustness_config": RobustnessConfig,
     "segmentation_config": SegmentationConfig,
     "compute": ComputeConfig,
 }

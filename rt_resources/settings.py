@@ -1,7 +1,7 @@
 """The pipeline's settings: one typed object, read in one place.
 
 Every knob of the pipeline (where the data lives, the drop folder and its quiet period, how many
-workers, TotalSegmentator, radiomics, custom models, crops) is a field of :class:`Settings`.
+workers, TotalSegmentator, radiomics, custom models, crops, the DICOM receiver) is a field of :class:`Settings`.
 It is built, lowest precedence first, from
 
 1. the defaults below;
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 SETTINGS_ENV = "RT_SETTINGS"  #: a YAML settings file
 INSTANCE_SETTINGS_FILE = "rtpipeline.yaml"  #: in $DAGSTER_HOME: the settings of the instance's last CLI run
@@ -60,12 +60,30 @@ class TotalSegmentatorSettings(_Section):
 
 
 class RadiomicsSettings(_Section):
-    """pyradiomics: parameter files, pool size, sequential mode."""
+    """pyradiomics: parameter files, backend, pool size, sequential mode, robustness."""
 
     params: str = Field(default="", description="parameter YAML for CT (empty: the shipped CT.yaml)")
     mr_params: str = Field(default="", description="parameter YAML for MR (empty: the shipped MR.yaml)")
     workers: int = Field(default=0, ge=0, description="worker processes (0: the pipeline's workers)")
     sequential: bool = Field(default=False, description="one ROI at a time, in process")
+    backend: Literal["pyradiomics", "fastrad", "auto"] = Field(
+        default="pyradiomics",
+        description="who computes the feature classes: pyradiomics, fastrad (torch; CUDA when present), "
+        "auto (fastrad with a CUDA device, else pyradiomics); preprocessing is pyradiomics' in every case",
+    )
+    robustness: int = Field(
+        default=0, ge=0, le=100, description="perturbations per ROI for radiomics_robustness (0: off; 2 at least)"
+    )
+    robustness_threshold: float = Field(
+        default=0.90, gt=0, le=1, description="ICC at or above which a feature is robust"
+    )
+
+    @field_validator("robustness")
+    @classmethod
+    def _two_raters(cls, value: int) -> int:
+        if value == 1:
+            raise ValueError("an ICC needs at least 2 perturbations per ROI (0 turns robustness off)")
+        return value
 
 
 class SegmentationSettings(_Section):
@@ -74,6 +92,24 @@ class SegmentationSettings(_Section):
     models_dir: str = Field(default="", description="folder of custom nnU-Net models (model.yaml each)")
     custom_structures: str = Field(default="", description="YAML file of boolean structure combinations")
     crop_regions: list[str] = Field(default_factory=list, description="regions to crop to (default: all found)")
+
+
+class ReceiveSettings(_Section):
+    """The DICOM receiver (``rtpipeline receive``): a C-STORE endpoint that fills the drop folder."""
+
+    ae_title: str = Field(default="RTPIPELINE", min_length=1, max_length=16, description="the receiver's AE title")
+    bind: str = Field(default="0.0.0.0", description="address to listen on")
+    port: int = Field(default=11112, ge=0, le=65535, description="TCP port (11112: DICOM's registered port)")
+    allow: list[str] = Field(
+        default_factory=list, description="calling AEs allowed, as AE@HOST or AE (empty: every calling AE)"
+    )
+    tls_cert: str = Field(default="", description="TLS: the receiver's certificate (PEM)")
+    tls_key: str = Field(default="", description="TLS: its private key (PEM)")
+    tls_ca: str = Field(default="", description="TLS: CA certificate(s) senders' certificates must chain to")
+    stale_after_h: float = Field(
+        default=24.0, gt=0, description="hours after which an aborted association's staging folder is reported"
+    )
+    max_associations: int = Field(default=20, ge=1, description="associations at once")
 
 
 class Settings(_Section):
@@ -101,6 +137,7 @@ class Settings(_Section):
     totalsegmentator: TotalSegmentatorSettings = Field(default_factory=TotalSegmentatorSettings)
     radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     segmentation: SegmentationSettings = Field(default_factory=SegmentationSettings)
+    receive: ReceiveSettings = Field(default_factory=ReceiveSettings)
 
     def cpu_workers(self) -> int:
         """The run's CPU workers: ``workers`` if set, else CPU cores - 1 (one core stays for the
@@ -133,9 +170,20 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_RADIOMICS_MR_PARAMS": ("radiomics.mr_params", "path"),
     "RT_RADIOMICS_WORKERS": ("radiomics.workers", "str"),
     "RT_SEQUENTIAL_RADIOMICS": ("radiomics.sequential", "bool"),
+    "RT_RADIOMICS_BACKEND": ("radiomics.backend", "str"),
+    "RT_RADIOMICS_ROBUSTNESS": ("radiomics.robustness", "str"),
     "RT_MODELS_DIR": ("segmentation.models_dir", "path"),
     "RT_CUSTOM_STRUCTURES": ("segmentation.custom_structures", "path"),
     "RT_CROP_REGIONS": ("segmentation.crop_regions", "list"),
+    "RT_RECEIVE_AE_TITLE": ("receive.ae_title", "str"),
+    "RT_RECEIVE_BIND": ("receive.bind", "str"),
+    "RT_RECEIVE_PORT": ("receive.port", "str"),
+    "RT_RECEIVE_ALLOW": ("receive.allow", "list"),
+    "RT_RECEIVE_TLS_CERT": ("receive.tls_cert", "path"),
+    "RT_RECEIVE_TLS_KEY": ("receive.tls_key", "path"),
+    "RT_RECEIVE_TLS_CA": ("receive.tls_ca", "path"),
+    "RT_RECEIVE_STALE_AFTER_H": ("receive.stale_after_h", "str"),
+    "RT_RECEIVE_MAX_ASSOCIATIONS": ("receive.max_associations", "str"),
 }
 #: fields holding paths: made absolute when loaded, so a run started elsewhere sees the same files
 PATH_FIELDS = [field for field, kind in ENV_FIELDS.values() if kind == "path"]

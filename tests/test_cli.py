@@ -11,7 +11,7 @@ import pytest
 import SimpleITK as sitk
 
 from rt_resources.synthetic import write_patient
-from tests.conftest import SHARED_DATA, SMALL, tree_digest
+from tests.helpers import SHARED_DATA, SMALL, tree_digest
 
 RTPIPELINE = [sys.executable, "-m", "rt_assets.cli"]
 
@@ -90,9 +90,19 @@ def test_rerun_is_incremental_and_succeeds(drop, tmp_path):
 def test_legacy_flags_are_accepted_and_explained(drop, tmp_path):
     write_patient(drop, 0, SMALL)
     proc = run_cli(
-        "run", "--dicom-root", str(drop), "--outdir", str(tmp_path / "out"),
-        "--workers", "1", "--seg-workers", "1", "--totalseg-device", "cpu", "--sequential-radiomics",
-    )  # fmt: skip
+        "run",
+        "--dicom-root",
+        str(drop),
+        "--outdir",
+        str(tmp_path / "out"),
+        "--workers",
+        "1",
+        "--seg-workers",
+        "1",
+        "--totalseg-device",
+        "cpu",
+        "--sequential-radiomics",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "segmentation skipped" in proc.stderr and "looked for" in proc.stderr  # no weights here
     assert "sequential, in process" in proc.stderr
@@ -107,8 +117,20 @@ def test_outdir_inside_drop_is_refused(drop):
 
 
 def test_synth_and_doctor(tmp_path):
-    proc = run_cli("synth", "--out", str(tmp_path / "s"), "--patients", "2", "--rows", "16", "--slices", "6",
-                   "--boost", "--second-course", "--beam-doses")  # fmt: skip
+    proc = run_cli(
+        "synth",
+        "--out",
+        str(tmp_path / "s"),
+        "--patients",
+        "2",
+        "--rows",
+        "16",
+        "--slices",
+        "6",
+        "--boost",
+        "--second-course",
+        "--beam-doses",
+    )
     assert proc.returncode == 0, proc.stderr
     assert "2 patients, 4 courses" in proc.stdout
     doctor = run_cli("doctor")
@@ -160,8 +182,9 @@ def test_real_data(tmp_path):
     heart = dvh.set_index("roi_name").loc["Heart", "mean_gy"]
     assert f"mean_gy of Heart in course {key}: {heart}" in audit.stdout
     assert "matches the latest materialization" in audit.stdout
-    rtdose = next(f for f in json.loads((out / "courses" / key / "manifest.json").read_text())["files"]
-                  if f["kind"] == "RTDOSE")  # fmt: skip
+    rtdose = next(
+        f for f in json.loads((out / "courses" / key / "manifest.json").read_text())["files"] if f["kind"] == "RTDOSE"
+    )
     assert rtdose["path"] in audit.stdout and rtdose["sha256"] in audit.stdout
     assert "<- dvh" in audit.stdout and "<- dose_grid" in audit.stdout and "check dvh_sanity: PASS" in audit.stdout
     missing = run_cli("audit", "--outdir", str(out), "--course", key, "--roi", "Nope", "--metric", "mean_gy")

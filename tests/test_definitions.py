@@ -11,10 +11,29 @@ from rt_assets.definitions import defs
 def test_asset_graph_snapshot():
     graph = defs.resolve_asset_graph()
     specs = {key.to_user_string(): graph.get(key) for key in graph.get_all_asset_keys()}
-    course_assets = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "totalseg_masks",
-                     "ct_crop", "custom_structures", "radiomics", "mr_images", "course_preview"}  # fmt: skip
-    cohort_assets = {"cohort_courses", "ingest_report", "cohort_dvh_metrics", "cohort_radiomics", "cohort_qc",
-                     "cohort_audit"}  # fmt: skip
+    course_assets = {
+        "course_manifest",
+        "ct_image",
+        "dose_grid",
+        "structure_masks",
+        "dvh",
+        "totalseg_masks",
+        "ct_crop",
+        "custom_structures",
+        "radiomics",
+        "radiomics_robustness",
+        "mr_images",
+        "course_preview",
+    }
+    cohort_assets = {
+        "cohort_courses",
+        "ingest_report",
+        "cohort_dvh_metrics",
+        "cohort_radiomics",
+        "cohort_radiomics_robustness",
+        "cohort_qc",
+        "cohort_audit",
+    }
     assert set(specs) == course_assets | cohort_assets
     groups = {"totalseg_masks": "segmentation", "ct_crop": "derived", "custom_structures": "derived"}
     for name in course_assets:
@@ -34,11 +53,19 @@ def test_asset_graph_snapshot():
     assert specs["totalseg_masks"].pools == {"gpu"}  # one segmentation step at a time
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
-    assert parents["course_preview"] == {"ct_image", "structure_masks", "dose_grid", "totalseg_masks",
-                                         "custom_structures"}  # fmt: skip
+    assert parents["course_preview"] == {
+        "ct_image",
+        "structure_masks",
+        "dose_grid",
+        "totalseg_masks",
+        "custom_structures",
+    }
     assert parents["mr_images"] == {"course_manifest", "structure_masks"}
     assert parents["radiomics"] == {"ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"}
     assert parents["cohort_radiomics"] == {"radiomics"}
+    assert parents["radiomics_robustness"] == {"ct_image", "structure_masks"}
+    assert parents["cohort_radiomics_robustness"] == {"radiomics_robustness"}
+    assert specs["radiomics"].pools == set()  # pyradiomics on the CPU: no GPU slot
     # cohort tables follow the courses through cohort_sensor (by storage id, once no run is in flight)
     assert defs.resolve_sensor_def("cohort_sensor")
     from rt_assets.cohort_inputs import COHORT_INPUTS, COURSE_ASSETS
@@ -81,8 +108,9 @@ def test_segmentation_only_where_it_can_run(tmp_path):
     assert "Not available on this installation" in node.description
     assert {s.name for s in without.sensors} == {"dicom_drop_sensor", "cohort_sensor", "automation_sensor"}
 
-    ready = load_settings(environ={}, overrides={"totalsegmentator": {"home": str(fake_weights(tmp_path / "ts")),
-                                                                      "fast": True}})  # fmt: skip
+    ready = load_settings(
+        environ={}, overrides={"totalsegmentator": {"home": str(fake_weights(tmp_path / "ts")), "fast": True}}
+    )
     with_weights = build_definitions(ready)
     assert with_weights.resolve_asset_graph().get(AssetKey("totalseg_masks")).automation_condition is not None
     seg_sensor = with_weights.resolve_sensor_def("segmentation_automation_sensor")
@@ -125,3 +153,20 @@ def test_step_preload_imports_the_code_location(tmp_path):
     env = {**os.environ, "DAGSTER_HOME": str(tmp_path)}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, env=env).stdout
     assert out.strip().splitlines()[-1] == "[True, True]"
+
+
+def test_radiomics_on_the_gpu_takes_a_gpu_slot(monkeypatch):
+    """fastrad on a CUDA device: radiomics and radiomics_robustness in the gpu pool, so they never
+    run beside a segmentation; auto without a device stays on the CPU, out of the pool."""
+    from rt_assets.definitions import build_definitions
+    from rt_resources.radiomics import backends
+    from rt_resources.settings import load_settings
+
+    settings = load_settings(environ={"RT_RADIOMICS_BACKEND": "auto"})
+    monkeypatch.setattr(backends, "cuda_available", lambda: True)
+    graph = build_definitions(settings).resolve_asset_graph()
+    for name in ("radiomics", "radiomics_robustness"):
+        assert graph.get(AssetKey(name)).pools == {"gpu"} and graph.get(AssetKey(name)).group_name == COURSE_GROUP
+    assert graph.get(AssetKey("dvh")).pools == set()
+    monkeypatch.setattr(backends, "cuda_available", lambda: False)
+    assert build_definitions(settings).resolve_asset_graph().get(AssetKey("radiomics")).pools == set()

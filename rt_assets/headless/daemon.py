@@ -77,9 +77,12 @@ def _exit_when_orphaned_and_idle(instance, parent: int) -> None:
     from dagster import DagsterRunStatus, RunsFilter
 
     busy = [
-        DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
-    ]  # fmt: skip
+        DagsterRunStatus.QUEUED,
+        DagsterRunStatus.NOT_STARTED,
+        DagsterRunStatus.STARTING,
+        DagsterRunStatus.STARTED,
+        DagsterRunStatus.CANCELING,
+    ]
     while True:
         time.sleep(ORPHAN_CHECK_S)
         if os.getppid() == parent:

@@ -79,9 +79,13 @@ class Progress:
             from rich.progress import Progress as RichProgress
 
             self._bar = RichProgress(
-                TextColumn("courses"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.description}"),
-                TimeElapsedColumn(), transient=False,
-            )  # fmt: skip
+                TextColumn("courses"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TextColumn("{task.description}"),
+                TimeElapsedColumn(),
+                transient=False,
+            )
             self._bar.start()
             self._task = self._bar.add_task("", total=total)
 
@@ -168,8 +172,11 @@ class Follower:
             self.states.append(state)
             if plan.course.key in in_flight:
                 state.stage, state.run_ids, state.status = "adopted", in_flight[plan.course.key], "running"
-                log.info("%s: waiting for run(s) already in flight: %s", plan.course.key,
-                         ", ".join(r[:8] for r in state.run_ids))  # fmt: skip
+                log.info(
+                    "%s: waiting for run(s) already in flight: %s",
+                    plan.course.key,
+                    ", ".join(r[:8] for r in state.run_ids),
+                )
             else:
                 self._next(state)
 

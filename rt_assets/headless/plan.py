@@ -82,9 +82,11 @@ class Planner:
     def code_version(self, asset: str) -> str | None:
         return self.graph.get(AssetKey(asset)).code_version
 
-    def settings_sha256(self, asset: str) -> str:
-        """The digest an asset materialized now would record (see :func:`rt_assets.lineage.lineage_metadata`)."""
-        keys = self.defs.get_assets_def(AssetKey(asset)).required_resource_keys - {"io_manager"}
+    def settings_sha256(self, asset: str, keys: Iterable[str] | None = None) -> str:
+        """The digest an asset materialized now would record (see :func:`rt_assets.lineage.lineage_metadata`);
+        over ``keys`` only, when given (a skip's deciding resources)."""
+        if keys is None:
+            keys = self.defs.get_assets_def(AssetKey(asset)).required_resource_keys - {"io_manager"}
         return settings_digest({k: self.resources[k] for k in keys if k in self.resources})
 
     def latest(self, asset: str, partitions: Iterable[str]) -> dict[str, object]:
@@ -104,8 +106,12 @@ class Planner:
         """The asset's latest word on this partition is a deliberate skip (an observation saying why)."""
         key = AssetKey(asset)
         obs = self.instance.fetch_observations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), limit=1)
-        if not obs.records or "skipped" not in (obs.records[0].asset_observation.metadata or {}):
+        metadata = (obs.records[0].asset_observation.metadata or {}) if obs.records else {}
+        if "skipped" not in metadata:
             return False
+        keys = metadata["settings_keys"].value if "settings_keys" in metadata else None
+        if "settings_sha256" in metadata and metadata["settings_sha256"].value != self.settings_sha256(asset, keys):
+            return False  # skipped under other settings (robustness was off, no rules were configured)
         mats = self.instance.fetch_materializations(AssetRecordsFilter(asset_key=key, asset_partitions=[partition]), 1)
         return not mats.records or mats.records[0].storage_id < obs.records[0].storage_id
 

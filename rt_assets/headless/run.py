@@ -144,8 +144,10 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
     if opts.no_wait and not live:
         log.error(
             "--no-wait needs a Dagster daemon running for the instance %s (make ui, dagster dev or dagster-daemon "
-            "run with DAGSTER_HOME=%s): otherwise nothing would launch the queued runs", home, home
-        )  # fmt: skip
+            "run with DAGSTER_HOME=%s): otherwise nothing would launch the queued runs",
+            home,
+            home,
+        )
         return EXIT_USAGE
     log.info("\n%s", parallelization_block(instance, settings, availability, live or "started by this command"))
     log.info("drop folder %s -> data root %s (Dagster instance %s)", drop, out, home)
@@ -156,15 +158,22 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
     scan = survey.scan
     log.info(
         "indexed %d files in %.2f s (%d parsed, %d unchanged); %d courses; %d files not used",
-        len(scan.entries), scan.seconds, scan.n_parsed, len(scan.entries) - scan.n_parsed,
-        len(survey.courses), len(survey.links.rejections),
-    )  # fmt: skip
+        len(scan.entries),
+        scan.seconds,
+        scan.n_parsed,
+        len(scan.entries) - scan.n_parsed,
+        len(survey.courses),
+        len(survey.links.rejections),
+    )
     for r in survey.links.rejections:
         log.warning("not used: %s: %s", r.path, r.reason)
     unknown = opts.courses - {c.key for c in survey.courses}
     if unknown:
-        log.error("--course %s: not a course of this drop (courses: %s)", ", ".join(sorted(unknown)),
-                  ", ".join(c.key for c in survey.courses) or "none")  # fmt: skip
+        log.error(
+            "--course %s: not a course of this drop (courses: %s)",
+            ", ".join(sorted(unknown)),
+            ", ".join(c.key for c in survey.courses) or "none",
+        )
         return EXIT_USAGE
     courses = [c for c in survey.courses if not opts.courses or c.key in opts.courses]
     known = set(instance.get_dynamic_partitions(course_partitions.name))
@@ -182,8 +191,9 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
         planner = Planner(instance, defs, resources_from_settings(settings))
         plans = planner.plan_courses(courses, opts.force, set())
         with Submitter(instance) as submitter:
-            return _submit_and_follow(opts, instance, home, session, survey, courses, plans, planner, submitter,
-                                      availability, daemons)  # fmt: skip
+            return _submit_and_follow(
+                opts, instance, home, session, survey, courses, plans, planner, submitter, availability, daemons
+            )
     finally:
         daemons.stop()
 
@@ -224,8 +234,9 @@ class Daemons:
             self.own.stop()
 
 
-def _submit_and_follow(opts, instance, home, session, survey, courses, plans, planner, submitter, availability,
-                       daemons: Daemons) -> int:  # fmt: skip
+def _submit_and_follow(
+    opts, instance, home, session, survey, courses, plans, planner, submitter, availability, daemons: Daemons
+) -> int:
     """Submit the first stage of every course, follow them all, then the cohort tables; summary."""
     from rt_assets.headless.follow import Follower, Progress, cancel_runs
     from rt_assets.run_tags import course_tags
@@ -250,8 +261,10 @@ def _submit_and_follow(opts, instance, home, session, survey, courses, plans, pl
         follower.start(plans)
         if opts.no_wait:
             unchanged = sum(1 for p in plans if not p.course_assets)
-            print(f"queued {len(follower.session_runs())} course runs on {home}; the daemon launches them "
-                  f"(follow them in the UI; unchanged courses: {unchanged})")  # fmt: skip
+            print(
+                f"queued {len(follower.session_runs())} course runs on {home}; the daemon launches them "
+                f"(follow them in the UI; unchanged courses: {unchanged})"
+            )
             return EXIT_OK
         if not all(s.finished for s in follower.states):
             daemons.ensure()

@@ -21,9 +21,12 @@ from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot
 
 BUSY = [
-    DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING,
-]  # fmt: skip
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+]
 
 
 def stale_cohort_tables(instance, current_drop_state: str | None) -> dict[str, str]:

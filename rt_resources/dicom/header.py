@@ -34,7 +34,7 @@ class HeaderError(ValueError):
 class HeaderRecord:
     """What the index keeps of one usable DICOM file (no pixel data)."""
 
-    kind: str
+    kind: sc.Kind
     sop_class_uid: str
     sop_instance_uid: str
     modality: str
@@ -44,6 +44,9 @@ class HeaderRecord:
     series_uid: str
     for_uid: str
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.kind = sc.Kind(self.kind)  # as read back from the index: a plain string
 
 
 def sha256_bytes(data: bytes) -> str:

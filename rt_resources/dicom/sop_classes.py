@@ -1,38 +1,56 @@
-"""SOP Class UIDs the pipeline understands, and how each file is classified.
+"""SOP classes the pipeline understands, and how each file is classified into a :class:`Kind`.
 
-Classification is by SOP Class UID (DICOM PS3.4 Annex B), with Modality only as a
-fallback for unknown classes, so a mislabelled Modality never reroutes an object.
+Classification is by SOP Class UID (DICOM PS3.4 Annex B; the UIDs are pydicom's own constants),
+with Modality only named in the reason for an unknown class, so a mislabelled Modality never
+reroutes an object.
 """
 
 from __future__ import annotations
 
-CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2"
-ENHANCED_CT_IMAGE = "1.2.840.10008.5.1.4.1.1.2.1"
-MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4"
-ENHANCED_MR_IMAGE = "1.2.840.10008.5.1.4.1.1.4.1"
-PET_IMAGE = "1.2.840.10008.5.1.4.1.1.128"
-RT_IMAGE = "1.2.840.10008.5.1.4.1.1.481.1"
-RT_DOSE = "1.2.840.10008.5.1.4.1.1.481.2"
-RT_STRUCTURE_SET = "1.2.840.10008.5.1.4.1.1.481.3"
-RT_BEAMS_RECORD = "1.2.840.10008.5.1.4.1.1.481.4"
-RT_PLAN = "1.2.840.10008.5.1.4.1.1.481.5"
-RT_ION_PLAN = "1.2.840.10008.5.1.4.1.1.481.8"
-SPATIAL_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.1"
-DEFORMABLE_REGISTRATION = "1.2.840.10008.5.1.4.1.1.66.3"
-MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"  # DICOMDIR
-DETACHED_STUDY_MANAGEMENT = "1.2.840.10008.3.1.2.3.1"
+from enum import StrEnum
 
-#: kind used by the pipeline for each supported SOP class
-KIND_BY_SOP_CLASS: dict[str, str] = {
-    CT_IMAGE: "CT",
-    MR_IMAGE: "MR",
-    PET_IMAGE: "PT",
-    RT_STRUCTURE_SET: "RTSTRUCT",
-    RT_PLAN: "RTPLAN",
-    RT_ION_PLAN: "RTPLAN",
-    RT_DOSE: "RTDOSE",
-    SPATIAL_REGISTRATION: "REG",
-    DEFORMABLE_REGISTRATION: "REG",
+from pydicom import uid
+
+
+class Kind(StrEnum):
+    """What a source file is to the pipeline (a closed set). A ``StrEnum``: the manifest and the
+    index store the plain string ("CT", "RTPLAN", ...) and a kind compares equal to it."""
+
+    CT = "CT"
+    MR = "MR"
+    PT = "PT"
+    RTSTRUCT = "RTSTRUCT"
+    RTPLAN = "RTPLAN"
+    RTDOSE = "RTDOSE"
+    REG = "REG"
+
+
+CT_IMAGE = uid.CTImageStorage
+ENHANCED_CT_IMAGE = uid.EnhancedCTImageStorage
+MR_IMAGE = uid.MRImageStorage
+ENHANCED_MR_IMAGE = uid.EnhancedMRImageStorage
+PET_IMAGE = uid.PositronEmissionTomographyImageStorage
+RT_IMAGE = uid.RTImageStorage
+RT_DOSE = uid.RTDoseStorage
+RT_STRUCTURE_SET = uid.RTStructureSetStorage
+RT_BEAMS_RECORD = uid.RTBeamsTreatmentRecordStorage
+RT_PLAN = uid.RTPlanStorage
+RT_ION_PLAN = uid.RTIonPlanStorage
+SPATIAL_REGISTRATION = uid.SpatialRegistrationStorage
+DEFORMABLE_REGISTRATION = uid.DeformableSpatialRegistrationStorage
+MEDIA_STORAGE_DIRECTORY = uid.MediaStorageDirectoryStorage  # DICOMDIR
+
+#: the kind of each SOP class the pipeline reads
+KIND_BY_SOP_CLASS: dict[str, Kind] = {
+    CT_IMAGE: Kind.CT,
+    MR_IMAGE: Kind.MR,
+    PET_IMAGE: Kind.PT,
+    RT_STRUCTURE_SET: Kind.RTSTRUCT,
+    RT_PLAN: Kind.RTPLAN,
+    RT_ION_PLAN: Kind.RTPLAN,
+    RT_DOSE: Kind.RTDOSE,
+    SPATIAL_REGISTRATION: Kind.REG,
+    DEFORMABLE_REGISTRATION: Kind.REG,
 }
 
 #: classes we recognise but do not use yet, with the reason a person reads
@@ -44,10 +62,12 @@ UNSUPPORTED_SOP_CLASSES: dict[str, str] = {
 }
 
 #: kinds whose files carry Pixel Data that must be complete
-PIXEL_KINDS = frozenset({"CT", "MR", "PT", "RTDOSE"})
+PIXEL_KINDS = frozenset({Kind.CT, Kind.MR, Kind.PT, Kind.RTDOSE})
+#: image series (one volume from many files)
+IMAGE_KINDS = frozenset({Kind.CT, Kind.MR, Kind.PT})
 
 
-def classify(sop_class_uid: str, modality: str) -> tuple[str | None, str | None]:
+def classify(sop_class_uid: str, modality: str) -> tuple[Kind | None, str | None]:
     """Return ``(kind, reason)``: the pipeline kind, or ``None`` and why the file is not used."""
     kind = KIND_BY_SOP_CLASS.get(sop_class_uid)
     if kind is not None:

@@ -5,28 +5,31 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from rt_resources.course_paths import DOSE as DOSE_FILE
+from rt_resources.course_paths import DOSE_INFO as DOSE_INFO_FILE
 from rt_resources.dose.plan import PlanInfo, read_plan
 from rt_resources.dose.rtdose import DoseError, DoseGrid, read_rtdose
 from rt_resources.dose.total import TotalDose, total_dose
-from rt_resources.ingest.manifest import source_files
+from rt_resources.ingest.manifest import Manifest, ManifestFile
 
-DOSE_FILE = "dose.nii.gz"
-DOSE_INFO_FILE = "dose.json"
+__all__ = ["DOSE_FILE", "DOSE_INFO_FILE", "course_total_dose", "dose_info", "read_dose_info"]
 
 
-def course_total_dose(manifest: dict) -> tuple[TotalDose, dict[str, PlanInfo], list[dict]]:
-    """``(total, plans by UID, input files)``; unreadable doses are listed, not raised."""
-    plan_files = source_files(manifest, "RTPLAN")
-    dose_files = source_files(manifest, "RTDOSE")
-    plans = {p.sop_instance_uid: p for p in (read_plan(f["abspath"]) for f in plan_files)}
+def course_total_dose(
+    plan_files: list[ManifestFile], dose_files: list[ManifestFile], manifest: Manifest
+) -> tuple[TotalDose, dict[str, PlanInfo], list[ManifestFile]]:
+    """``(total, plans by UID, input files)`` from the course's RTPLAN and RTDOSE files (found and
+    checked: :func:`rt_resources.ingest.manifest.source_files`); unreadable doses are listed, not
+    raised."""
+    plans = {p.sop_instance_uid: p for p in (read_plan(f.abspath) for f in plan_files)}
     doses: list[DoseGrid] = []
     refused = []
     for f in dose_files:
         try:
-            doses.append(read_rtdose(f["abspath"]))
+            doses.append(read_rtdose(f.abspath))
         except DoseError as exc:
-            refused.append({"sop_instance_uid": f["sop_instance_uid"], "used": False, "why": str(exc)})
-    total = total_dose(doses, plans, manifest["frame_of_reference_uid"])
+            refused.append({"sop_instance_uid": f.sop_instance_uid, "used": False, "why": str(exc)})
+    total = total_dose(doses, plans, manifest.frame_of_reference_uid)
     total.components += refused
     if not doses and refused:
         total.decision = "no usable RTDOSE: " + "; ".join(r["why"] for r in refused)

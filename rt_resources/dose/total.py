@@ -120,8 +120,9 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
         components += [_component(d, False, "superseded by the plan-sum dose") for d in usable if d is not chosen]
         rx, rx_note = _prescription(chosen.ref_plan_uids, plans)
         notes += rx_note
-        return TotalDose(chosen.image, f"{chosen.summation_type} dose used as is", rx, chosen.ref_plan_uids,
-                         components, notes)  # fmt: skip
+        return TotalDose(
+            chosen.image, f"{chosen.summation_type} dose used as is", rx, chosen.ref_plan_uids, components, notes
+        )
 
     by_plan: dict[str, list[DoseGrid]] = {}
     for d in usable:
@@ -154,8 +155,13 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
 
             d = fraction_doses[0]
             components.append(_component(d, True, f"FRACTION dose of {label} x {plan.fractions} fractions"))
-            per_plan.append((plan_uid, sitk.Multiply(d.image, float(plan.fractions)),
-                             f"FRACTION dose of {label} x {plan.fractions}"))  # fmt: skip
+            per_plan.append(
+                (
+                    plan_uid,
+                    sitk.Multiply(d.image, float(plan.fractions)),
+                    f"FRACTION dose of {label} x {plan.fractions}",
+                )
+            )
         else:
             components += [
                 _component(d, False, f"DoseSummationType {d.summation_type or 'missing'} of {label} is not supported")

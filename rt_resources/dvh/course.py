@@ -134,8 +134,10 @@ def course_dvh(
 
 def order_dose_columns(metrics: pd.DataFrame) -> pd.DataFrame:
     """``v<N>gy_pct`` columns last, in dose order, 0 % where missing (above an ROI's max dose)."""
-    vcols = sorted((c for c in metrics.columns if c[:1] == "v" and c[1:-6].isdigit() and c.endswith("gy_pct")),
-                   key=lambda c: int(c[1:-6]))  # fmt: skip
+    vcols = sorted(
+        (c for c in metrics.columns if c[:1] == "v" and c[1:-6].isdigit() and c.endswith("gy_pct")),
+        key=lambda c: int(c[1:-6]),
+    )
     metrics = metrics[[c for c in metrics.columns if c not in vcols] + vcols].copy()
     metrics[vcols] = metrics[vcols].fillna(0.0)
     return metrics

@@ -31,8 +31,12 @@ def dicompyler_metrics(rtstruct: Path, rtdose: Path, roi_number: int) -> dict[st
     cum = dvh.cumulative
     volumes = np.asarray(cum.counts, dtype=float)  # cc receiving >= each bin's lower edge
     edges = np.asarray(cum.bins, dtype=float)
-    out = {"volume_cc": float(dvh.volume), "mean_gy": float(dvh.mean), "min_gy": float(dvh.min),
-           "max_gy": float(dvh.max)}  # fmt: skip
+    out = {
+        "volume_cc": float(dvh.volume),
+        "mean_gy": float(dvh.mean),
+        "min_gy": float(dvh.min),
+        "max_gy": float(dvh.max),
+    }
     for pct in (2, 50, 95, 98):
         target = dvh.volume * pct / 100.0
         above = np.nonzero(volumes >= target)[0]

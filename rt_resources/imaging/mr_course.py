@@ -20,43 +20,43 @@ from pathlib import Path
 
 import numpy as np
 
+from rt_resources.course_paths import MANUAL, CoursePaths
+from rt_resources.dicom.sop_classes import Kind
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.imaging.mr_series import masks_on_mr, read_mr_volume
 from rt_resources.imaging.registration import read_registration, transform_between
-from rt_resources.ingest.manifest import source_files
+from rt_resources.ingest.manifest import Manifest, source_files
 from rt_resources.structures.masks import ROI_INDEX_FILE
 
-MR_DIR = "mr"
 
-
-def mr_series_of(manifest: dict) -> list[str]:
+def mr_series_of(manifest: Manifest) -> list[str]:
     """Series UIDs of the course's MR images, in a stable order."""
-    return sorted({f["series_uid"] for f in manifest["files"] if f["kind"] == "MR"})
+    return sorted({f.series_uid for f in manifest.of_kind(Kind.MR)})
 
 
-def ct_to_mr_matrix(manifest: dict, mr_for: str) -> tuple[np.ndarray, str]:
+def ct_to_mr_matrix(manifest: Manifest, mr_for: str) -> tuple[np.ndarray, str]:
     """The 4x4 matrix mapping planning-CT points to MR points, and where it comes from.
 
     Same frame of reference: identity. Otherwise the first REG of the course that registers
     both frames; ValueError (naming what the course has) when there is none.
     """
-    ct_for = manifest["frame_of_reference_uid"]
+    ct_for = manifest.frame_of_reference_uid
     if mr_for == ct_for:
         return np.eye(4), "same frame of reference as the CT"
     tried = []
-    for entry in source_files(manifest, "REG"):
-        reg = read_registration(entry["abspath"])
+    for entry in source_files(manifest, Kind.REG):
+        reg = read_registration(entry.abspath)
         known = {reg.reg_for_uid, *reg.matrices}
         if {ct_for, mr_for} <= known:
             return transform_between(reg, ct_for, mr_for), f"REG {reg.sop_instance_uid}"
-        tried.append(f"{entry['path']} ({', '.join(sorted(known))})")
+        tried.append(f"{entry.path} ({', '.join(sorted(known))})")
     raise ValueError(
         f"no REG of the course registers the MR frame of reference {mr_for} with the CT's {ct_for}"
         + (f"; REGs: {'; '.join(tried)}" if tried else "; the course has no REG")
     )
 
 
-def course_mr_images(manifest: dict, course_dir: Path) -> tuple[list[dict], list[str]]:
+def course_mr_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict], list[str]]:
     """Write ``mr/<label>/`` for every MR series of the course; returns ``(records, notes)``.
 
     A series that cannot be read or registered is left out with the reason in ``notes``; the
@@ -64,17 +64,16 @@ def course_mr_images(manifest: dict, course_dir: Path) -> tuple[list[dict], list
     """
     import SimpleITK as sitk
 
-    course_dir = Path(course_dir)
-    manual = course_dir / "masks" / "manual"
+    manual = paths.masks(MANUAL)
     rois = json.loads((manual / ROI_INDEX_FILE).read_text()) if (manual / ROI_INDEX_FILE).exists() else []
     records, notes = [], []
     for n, series_uid in enumerate(mr_series_of(manifest), start=1):
         label = f"mr{n}"
         try:
-            files = source_files(manifest, "MR", series_uid)
-            mr_for = files[0]["frame_of_reference_uid"]
+            files = source_files(manifest, Kind.MR, series_uid)
+            mr_for = files[0].frame_of_reference_uid
             matrix, via = ct_to_mr_matrix(manifest, mr_for)
-            image = read_mr_volume([f["abspath"] for f in files])
+            image = read_mr_volume([f.abspath for f in files])
         except ValueError as exc:
             notes.append(f"MR series {series_uid}: {exc}")
             continue
@@ -91,7 +90,7 @@ def course_mr_images(manifest: dict, course_dir: Path) -> tuple[list[dict], list
 
         def write(folder: Path, image=image, matrix=matrix, record=record) -> None:
             sitk.WriteImage(image, str(folder / "image.nii.gz"), True)
-            out = folder / "masks" / "manual"
+            out = folder / "masks" / MANUAL
             out.mkdir(parents=True)
             mapped = []
             for roi in rois:
@@ -105,11 +104,11 @@ def course_mr_images(manifest: dict, course_dir: Path) -> tuple[list[dict], list
             record["n_masks"] = len(mapped)
             write_json_atomic(folder / "info.json", record)
 
-        replace_dir_atomic(course_dir / MR_DIR / label, write)
+        replace_dir_atomic(paths.mr / label, write)
         records.append(record)
     # a series no longer in the course (or unusable now) leaves no stale folder behind
     written = {r["label"] for r in records}
-    for stale in (course_dir / MR_DIR).glob("mr*") if (course_dir / MR_DIR).is_dir() else []:
+    for stale in paths.mr.glob("mr*") if paths.mr.is_dir() else []:
         if stale.is_dir() and stale.name not in written:
             shutil.rmtree(stale)
     return records, notes

@@ -21,6 +21,9 @@ from rt_resources.dicom.header import HeaderError, HeaderRecord, read_header, sh
 
 #: a file of this name in a drop folder says "this folder is complete": skip the quiet period
 COMPLETE_MARKER = "_COMPLETE"
+#: the DICOM receiver's own folder at the drop root (staging of associations in progress or aborted,
+#: its log); never indexed: what is there is not complete (see :mod:`rt_resources.receive`)
+RECEIVER_FOLDER = ".rtpipeline-receive"
 
 _COLUMNS = (
     "path size mtime_ns seen_at sha256 error kind sop_class_uid sop_instance_uid modality "
@@ -66,7 +69,8 @@ def index_path_for(index_dir: Path, drop_root: Path) -> Path:
 def walk_drop(drop_root: Path) -> tuple[list[tuple[str, int, int]], set[str]]:
     """List ``(relative path, size, mtime_ns)`` of every regular file, and marker folders.
 
-    Symbolic links to folders are not followed (no loops); hidden folders are walked.
+    Symbolic links to folders are not followed (no loops); hidden folders are walked, except the
+    receiver's staging folder at the drop root (:data:`RECEIVER_FOLDER`).
     """
     files: list[tuple[str, int, int]] = []
     markers: set[str] = set()
@@ -79,7 +83,8 @@ def walk_drop(drop_root: Path) -> tuple[list[tuple[str, int, int]], set[str]]:
             continue
         for entry in entries:
             if entry.is_dir(follow_symlinks=False):
-                stack.append(Path(entry.path))
+                if not (folder == drop_root and entry.name == RECEIVER_FOLDER):
+                    stack.append(Path(entry.path))
                 continue
             if not entry.is_file():
                 continue
@@ -243,10 +248,23 @@ def _to_row(e: FileEntry) -> tuple:
     if h is None:
         return (e.path, e.size, e.mtime_ns, e.seen_at, e.sha256, e.error) + (None,) * 10
     return (
-        e.path, e.size, e.mtime_ns, e.seen_at, e.sha256, None, h.kind, h.sop_class_uid,
-        h.sop_instance_uid, h.modality, h.patient_id, h.patient_name, h.study_uid,
-        h.series_uid, h.for_uid, json.dumps(h.info, sort_keys=True),
-    )  # fmt: skip
+        e.path,
+        e.size,
+        e.mtime_ns,
+        e.seen_at,
+        e.sha256,
+        None,
+        h.kind,
+        h.sop_class_uid,
+        h.sop_instance_uid,
+        h.modality,
+        h.patient_id,
+        h.patient_name,
+        h.study_uid,
+        h.series_uid,
+        h.for_uid,
+        json.dumps(h.info, sort_keys=True),
+    )
 
 
 def _from_row(row: tuple) -> FileEntry:

@@ -17,17 +17,18 @@ from pathlib import Path
 import pandas as pd
 
 from rt_resources.fileio import write_json_atomic
+from rt_resources.ingest.manifest import ManifestFile
 
 REFUSED_DIR = "refused"
 COLUMNS = ["path", "reason", "kind", "sop_instance_uid", "course_key", "stage"]
 
 
-def refused_entry(manifest_file: dict, reason: str) -> dict:
+def refused_entry(manifest_file: ManifestFile, reason: str) -> dict:
     """A refusal of one of the manifest's files."""
     return {
-        "path": manifest_file["path"],
-        "sop_instance_uid": manifest_file.get("sop_instance_uid", ""),
-        "kind": manifest_file.get("kind", ""),
+        "path": manifest_file.path,
+        "sop_instance_uid": manifest_file.sop_instance_uid,
+        "kind": str(manifest_file.kind),
         "reason": reason,
     }
 

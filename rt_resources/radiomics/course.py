@@ -38,8 +38,11 @@ def course_radiomics(
 
     Returns a frame with columns ``course_key, roi_name, source`` followed by
     pyradiomics' own feature names (e.g. ``original_shape_MeshVolume``), one row per ROI that
-    succeeded, and a summary ``{n_tasks, n_ok, failures, skipped, pyradiomics_version,
-    params_sha256, seconds}``.
+    succeeded, whichever backend computed them, and a summary ``{n_tasks, n_ok, failures,
+    skipped, pyradiomics_version, params_sha256, seconds, backend}``; ``backend`` is
+    ``{"setting", "rois"}`` with one record per ROI (``roi_name, source, backend, device,
+    fastrad, pyradiomics, cuda_oom``: which classes fastrad computed, which pyradiomics did and
+    why, a CUDA out-of-memory fallback to the CPU).
     """
     import radiomics
 
@@ -48,7 +51,10 @@ def course_radiomics(
     if mr_root is not None:
         mr_tasks, mr_skipped = select_mr_tasks(Path(mr_root), settings)
         tasks, skipped = tasks + mr_tasks, skipped + mr_skipped
-    results, failures = run_tasks(Path(image_path), tasks, settings, workers=workers, sequential=sequential)
+    records: list[dict[str, Any]] = []
+    results, failures = run_tasks(
+        Path(image_path), tasks, settings, workers=workers, sequential=sequential, provenance=records
+    )
     frame = pd.DataFrame(results)
     if frame.empty:
         frame = pd.DataFrame(columns=["roi_name", "source"])
@@ -70,5 +76,26 @@ def course_radiomics(
         "pyradiomics_version": str(radiomics.__version__),
         "params_sha256": params_sha256(settings),
         "seconds": round(time.perf_counter() - start, 3),
+        "backend": {"setting": settings.backend, "rois": records},
     }
     return frame, summary
+
+
+def robustness_rois(source_dir: Path, settings: RadiomicsSettings) -> tuple[dict[str, Path], list[dict[str, Any]]]:
+    """The ROIs of one mask source (``masks/manual``) whose robustness is worth measuring: those
+    radiomics selects (no couch or support, not tiny), minus the very large ones that get the
+    light parameters (BODY: its features are not the ones studied, and N perturbations of it cost
+    most of the time). Returns ``({roi name: mask path}, left out with the reason)``."""
+    source_dir = Path(source_dir)
+    if not source_dir.is_dir():
+        return {}, []
+    tasks, left_out = select_tasks(source_dir.parent, settings, sources=[source_dir.name])
+    chosen: dict[str, Path] = {}
+    for task in tasks:
+        if settings.light_params is not None and settings.params_for(task) == Path(settings.light_params):
+            left_out.append(
+                {"roi_name": task.roi_name, "source": task.source, "reason": "very large ROI (light parameters)"}
+            )
+        else:
+            chosen[task.roi_name] = task.mask_path
+    return chosen, left_out

@@ -1,9 +1,11 @@
 """Radiomics engine: task selection and single-ROI extraction, run in the project's process pool.
 
-The pool (retries, backoff, timeouts, halving on memory errors or killed workers) is
-:mod:`rt_resources.parallel`, shared with the other CPU fan-outs. Heavy libraries (numpy,
-SimpleITK, pyradiomics) are imported lazily so that a spawned worker limits its BLAS/OpenMP
-thread pools *before* they are loaded.
+The pool (retries, backoff, timeouts, halving on memory errors or killed workers, sizing by free
+memory) is :mod:`rt_resources.parallel`, shared with the other CPU fan-outs. The feature classes
+are computed by pyradiomics or fastrad (``RadiomicsSettings.backend``, see
+:mod:`rt_resources.radiomics.backends`); preprocessing is pyradiomics' in both cases. Heavy
+libraries (numpy, SimpleITK, pyradiomics, torch) are imported lazily so that a spawned worker
+limits its BLAS/OpenMP thread pools *before* they are loaded.
 """
 
 from __future__ import annotations
@@ -16,12 +18,22 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rt_resources.parallel import FaultHook, RetryPolicy, default_workers, run_pool
+from rt_resources.parallel import FaultHook, MemoryPolicy, RetryPolicy, default_pool_workers, run_pool
 
 log = logging.getLogger("rtpipeline.radiomics")
 
 PARAMS_DIR = Path(__file__).resolve().parent / "params"
-__all__ = ["PARAMS_DIR", "RadiomicsSettings", "RadiomicsTask", "default_workers", "extract_one", "run_tasks"]
+__all__ = [
+    "PARAMS_DIR",
+    "RadiomicsInputError",
+    "RadiomicsSettings",
+    "RadiomicsTask",
+    "default_pool_workers",
+    "extract_image",
+    "extract_one",
+    "extract_one_recorded",
+    "run_tasks",
+]
 
 
 @dataclass(frozen=True)
@@ -53,6 +65,21 @@ class RadiomicsSettings:
     timeout_s: float = 600
     attempts: int = 3
     backoff_s: float = 0.5
+    #: which code computes the feature classes: pyradiomics | fastrad | auto (fastrad with a CUDA
+    #: device, else pyradiomics); preprocessing is pyradiomics' in every case (see backends.py)
+    backend: str = "pyradiomics"
+    #: share of the free (GPU or host) memory fastrad's shape matrices may take before pyradiomics does shape
+    fastrad_memory_fraction: float = 0.5
+    #: a worker's expected peak memory before one is measured (sizes the pool's first wave): the
+    #: largest worker in benchmarks/results/radiomics_pool_2core_CT.txt (CT.yaml, a lung) was 1179 MB
+    worker_peak_hint_bytes: int = 1_500 * 2**20
+
+    def __post_init__(self) -> None:
+        from rt_resources.radiomics.backends import parse_backend
+
+        parse_backend(self.backend)  # a ValueError names the choices
+        if not 0 < self.fastrad_memory_fraction <= 1:
+            raise ValueError(f"fastrad_memory_fraction {self.fastrad_memory_fraction} is not in (0, 1]")
 
     def params_for(self, task: RadiomicsTask) -> Path:
         """Parameter file for ``task``: its own if set, the light one for very large ROIs, else ``params``."""
@@ -89,9 +116,10 @@ def _roi_names(source_dir: Path) -> dict[str, str]:
 
 
 def select_tasks(
-    masks_root: Path, settings: RadiomicsSettings | None = None
+    masks_root: Path, settings: RadiomicsSettings | None = None, sources: Sequence[str] | None = None
 ) -> tuple[list[RadiomicsTask], list[dict[str, Any]]]:
-    """Every ``masks_root/<source>/*.nii.gz`` as a task, minus skipped ones (returned with a reason).
+    """Every ``masks_root/<source>/*.nii.gz`` (of ``sources`` only, when given) as a task, minus
+    skipped ones (returned with a reason).
 
     A mask is skipped when its ROI name matches one of ``skip_patterns`` (case-insensitive
     substring) or when it has fewer than ``min_voxels`` non-zero voxels.
@@ -101,6 +129,8 @@ def select_tasks(
     tasks: list[RadiomicsTask] = []
     skipped: list[dict[str, Any]] = []
     for source_dir in sorted(p for p in Path(masks_root).iterdir() if p.is_dir()):
+        if sources is not None and source_dir.name not in sources:
+            continue
         names = _roi_names(source_dir)
         for mask_path in sorted(source_dir.glob("*.nii.gz")):
             roi = names.get(mask_path.name, mask_path.name[: -len(".nii.gz")])
@@ -143,8 +173,13 @@ def select_mr_tasks(
 
 # --------------------------------------------------------------------------- extraction
 
+
+class RadiomicsInputError(ValueError):
+    """An image or mask that radiomics cannot use; the message names the file and what to do."""
+
+
 _IMAGE_CACHE: dict[str, Any] = {}
-_EXTRACTORS: dict[str, Any] = {}
+_NAN_COUNTS: dict[str, int] = {}
 
 
 def _load_image(image_path: Path | str) -> Any:
@@ -155,42 +190,122 @@ def _load_image(image_path: Path | str) -> Any:
         import SimpleITK as sitk
 
         while len(_IMAGE_CACHE) >= 2:
+            _NAN_COUNTS.pop(next(iter(_IMAGE_CACHE)), None)
             _IMAGE_CACHE.pop(next(iter(_IMAGE_CACHE)))
         _IMAGE_CACHE[key] = sitk.ReadImage(key)
     return _IMAGE_CACHE[key]
 
 
-def _extractor(params: Path) -> Any:
-    key = str(params)
-    if key not in _EXTRACTORS:
-        import radiomics
-        from radiomics import featureextractor
+def _nan_count(image: Any, cache_key: str | None = None) -> int:
+    """NaN voxels of a float image (0 for integer images); cached per image path."""
+    import numpy as np
+    import SimpleITK as sitk
 
-        radiomics.setVerbosity(logging.ERROR)  # its advice ("GLCM is symmetrical ...") once per ROI is noise
-        _EXTRACTORS[key] = featureextractor.RadiomicsFeatureExtractor(key)
-    return _EXTRACTORS[key]
+    if image.GetPixelID() not in (sitk.sitkFloat32, sitk.sitkFloat64):
+        return 0
+    if cache_key is not None and cache_key in _NAN_COUNTS:
+        return _NAN_COUNTS[cache_key]
+    count = int(np.count_nonzero(np.isnan(sitk.GetArrayViewFromImage(image))))
+    if cache_key is not None:
+        _NAN_COUNTS[cache_key] = count
+    return count
+
+
+def _grid(image: Any) -> str:
+    size = "x".join(str(n) for n in image.GetSize())
+    spacing = "x".join(f"{s:g}" for s in image.GetSpacing())
+    origin = ", ".join(f"{o:.2f}" for o in image.GetOrigin())
+    return f"{size} voxels of {spacing} mm at ({origin})"
+
+
+def check_inputs(image: Any, mask: Any, image_name: str, mask_name: str, image_key: str | None = None) -> None:
+    """Raise :class:`RadiomicsInputError` for inputs pyradiomics would reject obscurely or turn into
+    NaN features: a mask not on the image's grid (larger than the image, or shifted), an empty or
+    one-voxel mask, NaN intensities. ``image_key`` caches the image's NaN count (its path)."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    same_grid = (
+        mask.GetSize() == image.GetSize()
+        and np.allclose(mask.GetSpacing(), image.GetSpacing(), rtol=1e-4, atol=0)
+        and np.allclose(mask.GetOrigin(), image.GetOrigin(), rtol=0, atol=1e-4 * min(image.GetSpacing()))
+        and np.allclose(mask.GetDirection(), image.GetDirection(), rtol=0, atol=1e-4)
+    )
+    if not same_grid:
+        larger = any(m > i for m, i in zip(mask.GetSize(), image.GetSize(), strict=False))
+        what = "larger than" if larger else "not on the grid of"
+        raise RadiomicsInputError(
+            f"mask {mask_name} ({_grid(mask)}) is {what} image {image_name} ({_grid(image)}): a mask must be "
+            "written on its image's voxel grid (structure_masks does so for the CT); write it again from its "
+            "RTSTRUCT on this image"
+        )
+    inside = sitk.GetArrayViewFromImage(mask) > 0
+    n = int(np.count_nonzero(inside))
+    if n < 2:
+        raise RadiomicsInputError(
+            f"mask {mask_name} has {'no voxel' if n == 0 else 'one voxel'}: shape and texture features are "
+            "undefined (pyradiomics refuses such masks); select_tasks skips masks under min_voxels"
+        )
+    n_nan = _nan_count(image, image_key)
+    if n_nan:
+        in_roi = int(np.count_nonzero(np.isnan(sitk.GetArrayViewFromImage(image)[inside])))
+        raise RadiomicsInputError(
+            f"image {image_name} has {n_nan} NaN voxels ({in_roi} inside mask {mask_name}): radiomics needs finite "
+            "intensities (resampling and filters spread NaN into the features); replace them where the image "
+            "is written (e.g. with the background value)"
+        )
+
+
+def extract_image(
+    image: Any,
+    mask: Any,
+    params: Path | str,
+    settings: RadiomicsSettings,
+    image_name: str = "image",
+    mask_name: str = "mask",
+    image_key: str | None = None,
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Features of one ROI on SimpleITK images with ``settings.backend``: feature columns only (no
+    ``diagnostics_*``, pyradiomics' names, as floats), and the backend record
+    (:class:`rt_resources.radiomics.backends.BackendRecord` as a dict)."""
+    import SimpleITK as sitk
+
+    from rt_resources.radiomics.backends import extract_features
+
+    check_inputs(image, mask, image_name, mask_name, image_key)
+    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)  # any non-zero voxel belongs to the ROI (label 1)
+    features, record = extract_features(image, mask, params, settings.backend, settings.fastrad_memory_fraction)
+    return features, record.as_dict()
+
+
+def extract_one_recorded(
+    image_path: Path | str, task: RadiomicsTask, settings: RadiomicsSettings
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """:func:`extract_one` and the ROI's backend record (which classes ran where, and why)."""
+    import SimpleITK as sitk
+
+    path = task.image_path or image_path
+    image = _load_image(path)
+    mask = sitk.ReadImage(str(task.mask_path))
+    return extract_image(
+        image, mask, settings.params_for(task), settings, str(path), str(task.mask_path), image_key=str(path)
+    )
 
 
 def extract_one(image_path: Path | str, task: RadiomicsTask, settings: RadiomicsSettings) -> dict[str, float]:
-    """pyradiomics features of one ROI: feature columns only (no ``diagnostics_*``), as floats."""
-    import SimpleITK as sitk
-
-    image = _load_image(task.image_path or image_path)
-    mask = sitk.ReadImage(str(task.mask_path))
-    mask = sitk.Cast(mask > 0, sitk.sitkUInt8)  # any non-zero voxel belongs to the ROI (label 1)
-    raw = _extractor(settings.params_for(task)).execute(image, mask)
-    return {k: float(v) for k, v in raw.items() if not k.startswith("diagnostics_")}
+    """Features of one ROI (``settings.backend``): feature columns only (no ``diagnostics_*``), as floats."""
+    return extract_one_recorded(image_path, task, settings)[0]
 
 
 @dataclass(frozen=True)
 class _Extract:
-    """The pool's work function: features of one task (picklable)."""
+    """The pool's work function: features and backend record of one task (picklable)."""
 
     image_path: str
     settings: RadiomicsSettings
 
-    def __call__(self, task: RadiomicsTask) -> dict[str, float]:
-        return extract_one(self.image_path, task, self.settings)
+    def __call__(self, task: RadiomicsTask) -> tuple[dict[str, float], dict[str, Any]]:
+        return extract_one_recorded(self.image_path, task, self.settings)
 
 
 def _task_cost(task: RadiomicsTask) -> float:
@@ -208,15 +323,18 @@ def run_tasks(
     workers: int,
     sequential: bool = False,
     fault_hook: FaultHook | None = None,
+    provenance: list[dict[str, Any]] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Extract every task; returns ``(results, failures)`` in task order.
 
     ``results`` rows are ``{roi_name, source, **features}``; ``failures`` rows are
     ``{roi_name, source, error, attempts}``. Runs in :func:`rt_resources.parallel.run_pool`
-    (largest ROI first; each worker reads ``image_path`` once), with ``settings.attempts``
-    tries, exponential backoff and ``settings.timeout_s`` per task; ``sequential=True`` runs
-    in this process with the same retries. ``fault_hook(task, attempt)`` runs before each
-    extraction (tests).
+    (largest ROI first; each worker reads ``image_path`` once; the pool sized by cores and free
+    memory), with ``settings.attempts`` tries, exponential backoff and ``settings.timeout_s`` per
+    task; ``sequential=True`` runs in this process with the same retries. ``fault_hook(task,
+    attempt)`` runs before each extraction (tests). ``provenance``, when given, receives one
+    ``{roi_name, source, **backend record}`` per result (which classes ran on fastrad or
+    pyradiomics, the device, a CUDA out-of-memory fallback).
     """
     outcome = run_pool(
         _Extract(str(image_path), settings),
@@ -230,11 +348,17 @@ def run_tasks(
         describe=_describe,
         label="radiomics",
         fault_hook=fault_hook,
+        memory=MemoryPolicy(peak_hint_bytes=settings.worker_peak_hint_bytes),
     )
     results = [
-        {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.results[i]}
+        {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.results[i][0]}
         for i in sorted(outcome.results)
     ]
+    if provenance is not None:
+        provenance.extend(
+            {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.results[i][1]}
+            for i in sorted(outcome.results)
+        )
     failures = [
         {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.failures[i]}
         for i in sorted(outcome.failures)

@@ -1,7 +1,12 @@
-"""Manual structures of a course as masks on the CT grid (``masks/manual/<roi>.nii.gz``)."""
+"""Structures of a course as masks on the CT grid (``masks/<source>/<roi>.nii.gz`` + ``rois.json``).
+
+:func:`write_masks` writes the manual ROIs' masks and their records (``rois.json``);
+:func:`mask_index` lists the masks of any source folder.
+"""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -51,3 +56,31 @@ def write_masks(rois: list[ROI], ct_image, folder: Path) -> list[dict]:
             record["notes"].append("ROI has no contours")
         records.append(record)
     return records
+
+
+def mask_index(masks_dir: Path) -> list[dict]:
+    """``{"roi_name", "file", "path", "interpreted_type"}`` of every mask in a ``masks/<source>/`` folder.
+
+    Names and types come from ``rois.json`` when present; other ``*.nii.gz`` files are
+    named by their stem.
+    """
+    masks_dir = Path(masks_dir)
+    out: list[dict] = []
+    listed = set()
+    index = masks_dir / ROI_INDEX_FILE
+    if index.is_file():
+        for r in json.loads(index.read_text()):
+            if r.get("file") and (masks_dir / r["file"]).is_file():
+                listed.add(r["file"])
+                out.append(
+                    {
+                        "roi_name": str(r["roi_name"]),
+                        "file": r["file"],
+                        "path": masks_dir / r["file"],
+                        "interpreted_type": str(r.get("interpreted_type", "") or ""),
+                    }
+                )
+    for p in sorted(masks_dir.glob("*.nii.gz")):
+        if p.name not in listed:
+            out.append({"roi_name": p.name[: -len(".nii.gz")], "file": p.name, "path": p, "interpreted_type": ""})
+    return out

@@ -17,7 +17,7 @@ from rt_assets.audit import AuditError, course_chain, format_chain, metric_chain
 from rt_assets.partitions import course_partitions
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
+from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh, radiomics]
 

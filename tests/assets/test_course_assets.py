@@ -14,7 +14,7 @@ from rt_assets.assets.course.ct_image import ct_image
 from rt_assets.partitions import course_partitions
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL, tree_digest
+from tests.helpers import SMALL, tree_digest
 
 COURSE_ASSETS = [course_manifest, ct_image]
 

@@ -18,7 +18,7 @@ from rt_assets.assets.course.structure_masks import structure_masks
 from rt_assets.partitions import course_partitions
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
+from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
 CONTRACT = (
@@ -161,4 +161,3 @@ def test_roi_names_are_sanitized_for_files_and_exact_in_tables(drop, data_root, 
     assert {p.parent for p in data_root.rglob("*.nii.gz")} <= {manual, data_root / "courses" / key}
     metrics = pd.read_parquet(data_root / "courses" / key / "dvh_metrics.parquet")
     assert "../PTV 60/70 (eval)" in set(metrics["roi_name"])
-

@@ -18,7 +18,7 @@ from rt_assets.partitions import course_partitions
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.radiomics.engine import PARAMS_DIR
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
+from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, structure_masks, mr_images, radiomics]
 

@@ -18,7 +18,7 @@ from rt_assets.partitions import course_partitions
 from rt_assets.qc import CHECKS
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
+from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh, course_preview]
 
@@ -78,8 +78,9 @@ def test_blocking_check_stops_the_course_not_the_cohort(drop, data_root, resourc
         ds.save_as(path)
     keys = add(instance, drop, data_root)
     good = materialize(COURSE, partition_key=keys["SYNTH000"], instance=instance, resources=resources)
-    bad = materialize(COURSE, partition_key=keys["SYNTH001"], instance=instance, resources=resources,
-                      raise_on_error=False)  # fmt: skip
+    bad = materialize(
+        COURSE, partition_key=keys["SYNTH001"], instance=instance, resources=resources, raise_on_error=False
+    )
     assert good.success and not bad.success
     started = {e.step_key for e in bad.all_events if e.event_type == DagsterEventType.STEP_START}
     assert "ct_image" in started and not started & {"structure_masks", "dvh", "course_preview"}

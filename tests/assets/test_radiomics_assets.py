@@ -16,7 +16,7 @@ from rt_resources.ingest.survey import survey_drop
 from rt_resources.resources import RadiomicsConfig
 from rt_resources.synthetic import write_patient
 from rt_resources.synthetic.analytic import write_analytic_course
-from tests.conftest import FAST_RADIOMICS, SMALL
+from tests.helpers import FAST_RADIOMICS, SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh, radiomics]
 
@@ -66,3 +66,41 @@ def test_mesh_volume_matches_the_dvh_volume(tmp_path, data_root, resources, inst
     for roi in ("Box", "Cylinder", "Sphere", "EdgeBox", "BODY"):
         mesh_cc = features.loc[roi, "original_shape_MeshVolume"] / 1000.0
         assert mesh_cc == pytest.approx(volumes[roi], rel=0.02), roi
+
+
+def test_robustness_is_opt_in_and_gives_an_icc_per_feature(drop, data_root, resources, instance):
+    from rt_assets.assets.cohort.cohort_radiomics_robustness import cohort_radiomics_robustness
+    from rt_assets.assets.course.radiomics_robustness import radiomics_robustness
+    from rt_assets.definitions import defs
+    from rt_assets.headless.plan import Planner
+    from rt_resources.resources import RobustnessConfig
+
+    for i in range(2):
+        write_patient(drop, i, SMALL)
+    keys = add(instance, drop, data_root)
+    assets = [course_manifest, ct_image, structure_masks, radiomics_robustness]
+    for key in keys:  # off by default: a skip with its reason, no file
+        assert materialize(assets, partition_key=key, instance=instance, resources=resources).success
+    assert not (data_root / "courses" / keys[0] / "radiomics_robustness.parquet").exists()
+    assert Planner(instance, defs, resources).skipped("radiomics_robustness", keys[0])
+    on = {**resources, "robustness_config": RobustnessConfig(perturbations=3)}
+    # turned on, the skip no longer holds: rtpipeline run would run the asset
+    assert not Planner(instance, defs, on).skipped("radiomics_robustness", keys[0])
+
+    for key in keys:
+        assert materialize([radiomics_robustness], partition_key=key, instance=instance, resources=on).success
+    course_dir = data_root / "courses" / keys[0]
+    icc = pd.read_parquet(course_dir / "radiomics_robustness.parquet")
+    assert list(icc.columns) == ["feature", "icc", "ci_low", "ci_high", "n_subjects", "n_raters", "robust"]
+    assert (icc["n_raters"] == 3).all() and (icc["n_subjects"] >= 2).all()
+    assert "original_shape_MeshVolume" in set(icc["feature"])
+    long = pd.read_parquet(course_dir / "radiomics_perturbations.parquet")
+    assert {"PTV", "Heart", "Lung_L"} <= set(long["roi_name"]) and set(long["perturbation"]) == {0, 1, 2}
+    mat = instance.fetch_materializations(AssetKey("radiomics_robustness"), limit=1).records[0].asset_materialization
+    assert mat.metadata["dagster/row_count"].value == len(icc) and mat.metadata["n_perturbations"].value == 3
+
+    assert materialize([cohort_radiomics_robustness], instance=instance, resources=on).success
+    cohort = pd.read_parquet(data_root / "cohort" / "radiomics_robustness.parquet")
+    per_course = {k: len(pd.read_parquet(data_root / "courses" / k / "radiomics_perturbations.parquet")) for k in keys}
+    n_rois = sum(per_course.values()) // 3
+    assert cohort.loc[cohort["feature"] == "original_shape_MeshVolume", "n_subjects"].iloc[0] == n_rois

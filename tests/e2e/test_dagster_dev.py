@@ -11,8 +11,8 @@ import time
 import pytest
 
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
 from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster_dev
+from tests.helpers import SMALL
 
 
 @pytest.fixture

@@ -13,8 +13,8 @@ from dagster import DagsterEventType, DagsterInstance
 
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
 from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster_dev
+from tests.helpers import SMALL
 
 SEG_STEP = "totalseg_masks"
 CPU_STEPS = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "ct_crop", "custom_structures"}
@@ -31,14 +31,22 @@ def step_intervals(instance) -> list[dict]:
                 DagsterEventType.STEP_START,
                 DagsterEventType.STEP_SUCCESS,
                 DagsterEventType.STEP_FAILURE,
-            },  # fmt: skip
+            },
         )
         for e in events:
             (starts if e.dagster_event.event_type == DagsterEventType.STEP_START else ends)[e.step_key] = e.timestamp
         for step, start in starts.items():
             if step in ends:
-                out.append(dict(run=run.run_id, partition=run.tags.get("dagster/partition"), step=step,
-                                start=start, end=ends[step], tags=run.tags))  # fmt: skip
+                out.append(
+                    dict(
+                        run=run.run_id,
+                        partition=run.tags.get("dagster/partition"),
+                        step=step,
+                        start=start,
+                        end=ends[step],
+                        tags=run.tags,
+                    )
+                )
     return out
 
 

@@ -3,7 +3,8 @@
 A synthetic course goes through `rtpipeline run` (its own Dagster instance); `dagster-webserver`
 serves that instance; Chromium opens the course_preview and dvh asset pages of the partition,
 opens the markdown metadata and finds the PNG rendered (an <img> with a data: URL and a
-non-zero natural width), and finds the QC checks on the ct_image asset's Checks tab.
+non-zero natural width), finds the QC checks on the ct_image asset's Checks tab, and the column
+schema (names and descriptions) on the cohort_dvh_metrics asset's page.
 """
 
 import os
@@ -17,9 +18,9 @@ from pathlib import Path
 import pytest
 
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
 from tests.e2e.browser import chromium_path, headless_chromium
 from tests.e2e.dagster_dev import ROOT, _free_port
+from tests.helpers import SMALL
 
 BIN = Path(sys.executable).parent
 pytestmark = pytest.mark.skipif(
@@ -46,8 +47,12 @@ def _webserver(home: Path, data: Path, drop: Path, log: Path):
     env = {**os.environ, "DAGSTER_HOME": str(home), "RT_DATA_ROOT": str(data), "RT_DROP_ROOT": str(drop)}
     proc = subprocess.Popen(
         [str(BIN / "dagster-webserver"), "-w", str(ROOT / "workspace.yaml"), "-h", "127.0.0.1", "-p", str(port)],
-        cwd=ROOT, env=env, stdout=open(log, "w"), stderr=subprocess.STDOUT, start_new_session=True,
-    )  # fmt: skip
+        cwd=ROOT,
+        env=env,
+        stdout=open(log, "w"),
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
     deadline = time.time() + 120
     while time.time() < deadline:
         try:
@@ -65,10 +70,21 @@ def test_asset_pages_show_previews_and_checks(tmp_path):
     write_patient(drop, 0, SMALL)
     env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME"}
     run = subprocess.run(
-        [str(BIN / "rtpipeline"), "run", "--dicom-root", str(drop), "--outdir", str(out),
-         "--radiomics-params", str(ROOT / "tests" / "data" / "radiomics_fast.yaml")],
-        env=env, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            str(BIN / "rtpipeline"),
+            "run",
+            "--dicom-root",
+            str(drop),
+            "--outdir",
+            str(out),
+            "--radiomics-params",
+            str(ROOT / "tests" / "data" / "radiomics_fast.yaml"),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert run.returncode == 0, run.stdout + run.stderr
     (key,) = [p.name for p in (out / "courses").iterdir()]
     proc, port = _webserver(out / ".dagster", out, drop, tmp_path / "webserver.log")
@@ -85,6 +101,14 @@ def test_asset_pages_show_previews_and_checks(tmp_path):
                 "document.body && document.body.innerText.includes('frame_of_reference') && document.body.innerText", 60
             )
             assert text and "ct_geometry" in text
+            # the column schema declared on the definition (rt_assets/table_schemas.py)
+            page.goto(f"http://127.0.0.1:{port}/assets/cohort_dvh_metrics")
+            text = page.wait_for(
+                "document.body && document.body.innerText.includes('mean_gy') && document.body.innerText", 60
+            )
+            page.screenshot(tmp_path / "cohort_dvh_metrics.png")
+            # the table's first rows (it renders the rows in view): names, types' descriptions
+            assert text and "pseudonymous course key" in text and "volume_cc" in text and "mean dose (Gy)" in text
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=30)

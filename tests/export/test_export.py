@@ -32,7 +32,7 @@ from rt_assets.partitions import course_partitions
 from rt_resources.export import ExportError, ExportUsageError, export_course, export_courses
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL, course_resources, tree_digest
+from tests.helpers import SMALL, course_resources, tree_digest
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
 OPTS = dataclasses.replace(SMALL, boost=True, mr=True)
@@ -114,9 +114,15 @@ def done(tmp_path_factory):
         dest = root / "export"
         reports = {r.course_key: r for r in export_courses(data_root, dest, SECRET)}
         yield SimpleNamespace(
-            root=root, drop=drop, data_root=data_root, dest=dest, keys=keys, reports=reports, before=before,
+            root=root,
+            drop=drop,
+            data_root=data_root,
+            dest=dest,
+            keys=keys,
+            reports=reports,
+            before=before,
             instance=instance,
-        )  # fmt: skip
+        )
 
 
 def exported(done, key: str) -> dict[Path, pydicom.Dataset]:

@@ -46,8 +46,16 @@ def step_intervals(instance, runs=None) -> list[dict]:
             (starts if e.dagster_event.event_type == DagsterEventType.STEP_START else ends)[e.step_key] = e.timestamp
         for step, start in starts.items():
             if step in ends:
-                found.append({"run": run.run_id, "partition": run.tags.get("dagster/partition"), "step": step,
-                              "start": start, "end": ends[step], "tags": run.tags})  # fmt: skip
+                found.append(
+                    {
+                        "run": run.run_id,
+                        "partition": run.tags.get("dagster/partition"),
+                        "step": step,
+                        "start": start,
+                        "end": ends[step],
+                        "tags": run.tags,
+                    }
+                )
     return found
 
 

@@ -13,8 +13,8 @@ from rt_assets.headless.daemon import QUEUE_DAEMON_TYPE, STATE_FILE, running_dae
 from rt_assets.headless.instance import DataRootLock
 from rt_assets.run_launcher import worker_alive
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL, tree_digest
 from tests.headless.helpers import cli_env, run_cli
+from tests.helpers import SMALL, tree_digest
 
 
 @pytest.fixture
@@ -111,8 +111,9 @@ def test_course_files_deleted_before_its_run(two_courses, drop, data_root, resou
     import shutil
 
     shutil.rmtree(drop / patient)  # deleted between indexing and its run
-    result = materialize([course_manifest], partition_key=keys[0], instance=instance, resources=resources,
-                         raise_on_error=False)  # fmt: skip
+    result = materialize(
+        [course_manifest], partition_key=keys[0], instance=instance, resources=resources, raise_on_error=False
+    )
     assert not result.success
     failure = next(e for e in result.all_events if e.is_step_failure)
     message = failure.step_failure_data.error.message
@@ -137,8 +138,13 @@ def test_drop_changing_while_the_run_is_in_flight(two_courses, drop, data_root, 
     ds = pydicom.dcmread(drop / extra.path)
     ds.RTPlanDescription = "re-exported"
     ds.save_as(drop / extra.path)
-    result = materialize([course_manifest], partition_key=course.key, instance=instance, resources=resources,
-                         tags={"rt/fingerprint": requested[:16]})  # fmt: skip
+    result = materialize(
+        [course_manifest],
+        partition_key=course.key,
+        instance=instance,
+        resources=resources,
+        tags={"rt/fingerprint": requested[:16]},
+    )
     assert result.success
     warnings = [
         e.message

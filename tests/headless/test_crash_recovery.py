@@ -14,8 +14,8 @@ from dagster import DagsterEventType, DagsterRunStatus
 
 from rt_assets.headless.daemon import STATE_FILE
 from rt_resources.synthetic import SynthOptions, write_patient
-from tests.conftest import SMALL
 from tests.headless.helpers import instance_of, run_cli, runs_of, start_cli
+from tests.helpers import SMALL
 
 #: a course that takes a few seconds per step, so the kill lands inside one
 SLOWER = SynthOptions(**{**SMALL.__dict__, "rows": 64, "slices": 30, "pixel_mm": 6.0})

@@ -9,8 +9,8 @@ import pytest
 from dagster import DagsterEventType, DagsterRunStatus
 
 from rt_resources.synthetic import write_patient
-from tests.conftest import FAST_RADIOMICS, SMALL
 from tests.headless.helpers import event_types, instance_of, run_cli, runs_of
+from tests.helpers import FAST_RADIOMICS, SMALL
 
 
 @pytest.mark.slow
@@ -60,8 +60,18 @@ def test_runs_are_queued_launched_by_the_daemon_and_only_what_changed_reruns(dro
     assert all({k.to_user_string() for k in run.asset_selection} == {"radiomics"} for run in partial)
 
     key = partial[0].tags["rt/course"]  # --force --course: that course again, in full
-    forced = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "--radiomics-params", str(params),
-                     "--force", "--course", key)  # fmt: skip
+    forced = run_cli(
+        "run",
+        "--dicom-root",
+        str(drop),
+        "--outdir",
+        str(out),
+        "--radiomics-params",
+        str(params),
+        "--force",
+        "--course",
+        key,
+    )
     assert forced.returncode == 0, forced.stdout + forced.stderr
     assert "1 processed, 0 unchanged" in forced.stdout
     latest = runs_of(instance, "course_job")[0]

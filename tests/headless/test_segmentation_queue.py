@@ -6,12 +6,22 @@ import pytest
 
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import SynthOptions, write_patient
-from tests.conftest import SMALL
 from tests.headless.helpers import cli_env, instance_of, run_cli, runs_of, step_intervals
+from tests.helpers import SMALL
 
 SEG_STEP = "totalseg_masks"
-CPU_STEPS = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "radiomics", "course_preview",
-             "mr_images", "ct_crop", "custom_structures"}  # fmt: skip
+CPU_STEPS = {
+    "course_manifest",
+    "ct_image",
+    "dose_grid",
+    "structure_masks",
+    "dvh",
+    "radiomics",
+    "course_preview",
+    "mr_images",
+    "ct_crop",
+    "custom_structures",
+}
 
 
 @pytest.mark.slow
@@ -23,8 +33,9 @@ def test_cli_segmentation_pipelines_with_other_courses(drop, tmp_path):
         write_patient(drop, i, SynthOptions(**{**SMALL.__dict__, "rows": 64, "slices": 30, "pixel_mm": 6.0}))
     out = tmp_path / "out"
     env = cli_env(TOTALSEG_HOME_DIR=str(ts_home))
-    proc = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu",
-                   "--totalseg-fast", env=env)  # fmt: skip
+    proc = run_cli(
+        "run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu", "--totalseg-fast", env=env
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "totalseg_masks: one at a time" in proc.stderr
     instance = instance_of(out)
@@ -47,6 +58,7 @@ def test_cli_segmentation_pipelines_with_other_courses(drop, tmp_path):
     for key in {s["partition"] for s in seg}:
         assert (out / "courses" / key / "masks" / "totalseg").is_dir()
 
-    again = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu",
-                    "--totalseg-fast", env=env)  # fmt: skip
+    again = run_cli(
+        "run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu", "--totalseg-fast", env=env
+    )
     assert again.returncode == 0 and "3 unchanged" in again.stdout  # segmented courses are not segmented again

@@ -12,8 +12,8 @@ import pytest
 from pydicom.uid import generate_uid
 
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
 from tests.headless.helpers import run_cli
+from tests.helpers import SMALL
 
 BOOST = dataclasses.replace(SMALL, boost=True)
 

@@ -14,17 +14,16 @@ import pandas as pd
 import pytest
 from dagster import DagsterInstance, DagsterRunStatus, RunsFilter
 
+from rt_assets.sensors.cohort_sensor import BUSY
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import SynthOptions, write_patient
-from tests.conftest import SMALL
 from tests.e2e.dagster_dev import start_dagster_dev
 from tests.headless.helpers import step_intervals
+from tests.helpers import SMALL
 
 N_COURSES = 20
 BATCHES = (7, 7, 6)
 BATCH_GAP_S = 15
-BUSY = [DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING]  # fmt: skip
 
 
 def _instance(home):

@@ -13,8 +13,8 @@ import pydicom
 import pytest
 
 from rt_resources.synthetic import SynthOptions, write_patient
-from tests.conftest import SMALL
 from tests.headless.helpers import run_cli
+from tests.helpers import SMALL
 
 OPTS = SynthOptions(**{**SMALL.__dict__, "boost": True, "mr": True})
 #: (PatientID, PatientName, birth date, accession): long and distinctive, so a byte scan cannot
@@ -75,8 +75,13 @@ def forms(value: str) -> set[bytes]:
 def needles(identities) -> dict[bytes, str]:
     found = {}
     for pid, name, birth, accession in identities:
-        for label, value in (("PatientID", pid), ("PatientName", name), ("birth date", birth),
-                             ("accession", accession), ("folder", folder_of(name))):  # fmt: skip
+        for label, value in (
+            ("PatientID", pid),
+            ("PatientName", name),
+            ("birth date", birth),
+            ("accession", accession),
+            ("folder", folder_of(name)),
+        ):
             for form in forms(value):
                 found[form] = f"{label} {value[:40]!r}"
         for part in name.split("^"):

@@ -15,7 +15,9 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from rt_resources.qc.previews import ct_montage_png, dvh_plot_png, png_markdown
+from rt_resources.qc.previews.dvh_plot import dvh_plot_png
+from rt_resources.qc.previews.montage import ct_montage_png
+from rt_resources.qc.previews.render import png_markdown
 from rt_resources.synthetic import SynthOptions, write_patient
 
 OPTS = SynthOptions(rows=48, slices=24, pixel_mm=8, slice_mm=8)
@@ -279,8 +281,7 @@ def test_png_markdown(course, tmp_path):
 
 
 def test_import_is_light():
-    code = (
-        "import sys, rt_resources.qc.previews; print(sorted({'matplotlib', 'SimpleITK', 'skimage'} & set(sys.modules)))"
-    )
+    modules = ", ".join(f"rt_resources.qc.previews.{m}" for m in ("montage", "plane", "overlays", "dvh_plot", "render"))
+    code = f"import sys, {modules}; print(sorted({{'matplotlib', 'SimpleITK', 'skimage'}} & set(sys.modules)))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

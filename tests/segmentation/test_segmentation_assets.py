@@ -25,7 +25,7 @@ from rt_resources.resources import SegmentationConfig, TotalSegmentator
 from rt_resources.segmentation.nnunet_models import load_model
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL
+from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
 
@@ -56,8 +56,7 @@ def seg_resources(resources, home, **config):
 
 def test_missing_weights_fail_fast_and_nothing_else_is_blocked(course, data_root, resources, instance, tmp_path):
     res = seg_resources(resources, tmp_path / "no_weights")
-    result = materialize([totalseg_masks], partition_key=course, instance=instance, resources=res,
-                         raise_on_error=False)  # fmt: skip
+    result = materialize([totalseg_masks], partition_key=course, instance=instance, resources=res, raise_on_error=False)
     assert not result.success
     message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
     assert "weights" in message and "looked for" in message and str(tmp_path / "no_weights") in message
@@ -110,8 +109,8 @@ def test_totalsegmentator_chain_with_tiny_model(course, data_root, resources, in
         assert not list((course_dir / "masks").glob("*crop*"))  # crops never beside full-size masks
 
 
-def test_custom_nnunet_model_asset(course, data_root, resources, instance, tiny_home, tmp_path):
-    models = tmp_path / "models"
+def _tiny_model_folder(tiny_home, models):
+    """A custom model folder (model.yaml + the tiny nnU-Net training output) under ``models``."""
     model_dir = models / "tinyorgans"
     trained = next((tiny_home / "nnunet" / "results").glob("Dataset297*"))
     shutil.copytree(trained, model_dir / trained.name)
@@ -121,7 +120,24 @@ def test_custom_nnunet_model_asset(course, data_root, resources, instance, tiny_
         f"name: tinyorgans\ndataset: {trained.name}\ntrainer: {trainer}\nplans: {plans}\n"
         f"configuration: {configuration}\nfolds: [0]\nlabels: {{1: spleen, 5: liver}}\n"
     )
-    model = load_model(model_dir)
+    return model_dir
+
+
+def test_models_dir_unset_means_no_custom_models(tiny_home, tmp_path, monkeypatch):
+    """Regression: an unset RT_MODELS_DIR once became Path("."), and model folders were looked
+    for in whatever directory the code location started in."""
+    from rt_resources.segmentation.availability import segmentation_availability
+    from rt_resources.settings import load_settings
+
+    _tiny_model_folder(tiny_home, tmp_path)  # a model folder in the working directory
+    monkeypatch.chdir(tmp_path)
+    assert segmentation_availability(load_settings(environ={})).models == ()
+    found = segmentation_availability(load_settings(environ={"RT_MODELS_DIR": str(tmp_path)})).models
+    assert [m.name for m in found] == ["tinyorgans"]
+
+
+def test_custom_nnunet_model_asset(course, data_root, resources, instance, tiny_home, tmp_path):
+    model = load_model(_tiny_model_folder(tiny_home, tmp_path / "models"))
     asset = nnunet_model_asset(model)
     res = seg_resources(resources, tiny_home)
     assert materialize([asset], partition_key=course, instance=instance, resources=res).success

@@ -14,30 +14,7 @@ from rt_assets.sensors.dicom_drop_sensor import dicom_drop_sensor
 from rt_resources.ingest.index import DropIndex
 from rt_resources.resources import DataRoot, DicomDrop
 from rt_resources.synthetic import write_patient
-from tests.conftest import SMALL, tree_digest
-
-
-class Ticker:
-    """Evaluates ticks like the daemon does: cursor carried over, partitions applied."""
-
-    def __init__(self, instance, drop, data_root):
-        self.instance, self.drop, self.data_root = instance, drop, data_root
-        self.cursor = None
-
-    def tick(self, quiet_period_s=0.0):
-        resources = {
-            "data_root": DataRoot(path=str(self.data_root)),
-            "dicom_drop": DicomDrop(path=str(self.drop), quiet_period_s=quiet_period_s),
-        }
-        ctx = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources, definitions=defs)
-        result = dicom_drop_sensor(ctx)
-        self.cursor = result.cursor
-        for req in result.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
-        return result
-
-    def course_runs(self, result):
-        return [r for r in result.run_requests or [] if r.job_name == COURSE_JOB]
+from tests.helpers import SMALL, Ticker, tree_digest
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ from rt_assets.cohort_inputs import (
     input_ids,
     record_inputs,
 )
+from rt_assets.table_schemas import AUDIT, row_count, schema_metadata
 from rt_resources.resources import DataRoot
 
 LEDGER_DIR = "audit"  #: cohort/audit/ledger-<n>.parquet, n = 1, 2, ...
@@ -51,7 +52,12 @@ def _write_part(path, frame: pd.DataFrame, low_water: int):
     return write_atomic(path, lambda tmp: pq.write_table(table, tmp))
 
 
-@asset(code_version="2", kinds={"parquet"}, check_specs=[coverage_spec("cohort_audit")])
+@asset(
+    code_version="2",
+    kinds={"parquet"},
+    check_specs=[coverage_spec("cohort_audit")],
+    metadata=schema_metadata(AUDIT),
+)
 def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """An append-only ledger of every materialization and every QC check result in this Dagster
     instance (cohort/audit/ledger-<n>.parquet): time, asset, course, run, code version, data
@@ -71,7 +77,8 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
         frame = pd.DataFrame(rows, columns=LEDGER_COLUMNS)
         frame["passed"] = frame["passed"].astype("boolean")
         new_part = _write_part(folder / f"ledger-{len(ledger_parts(folder)) + 1:06d}.parquet", frame, low_water)
-    covered = set(pd.read_parquet(folder, columns=["course_key"])["course_key"]) if ledger_parts(folder) else set()
+    keys = pd.read_parquet(folder, columns=["course_key"])["course_key"] if ledger_parts(folder) else pd.Series([])
+    covered, n_rows = set(keys), len(keys)
     expected = set().union(*(set(per) for per in ids.values()))
     return MaterializeResult(
         check_results=[coverage_result("cohort_audit", expected, covered, courses_in_flight(context.instance))],
@@ -79,6 +86,7 @@ def cohort_audit(context: AssetExecutionContext, data_root: DataRoot) -> Materia
             "inputs_sha256": record_inputs(data_root.cohort_dir(), "cohort_audit", ids),
             "path": MetadataValue.path(str(folder)),
             "new_rows": len(rows),
+            **row_count(n_rows),
             "new_part": new_part.name if new_part else "none (no new events)",
             "n_parts": len(ledger_parts(folder)),
             "after": MetadataValue.json({"materialization": after_mat, "check": after_check}),

@@ -9,6 +9,7 @@ from rt_assets.cohort_inputs import (
     record_inputs,
 )
 from rt_assets.lineage import lineage_metadata
+from rt_assets.table_schemas import COURSES, row_count, schema_metadata
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.ingest.survey import courses_table
 from rt_resources.resources import DataRoot, DicomDrop
@@ -17,7 +18,13 @@ from rt_resources.resources import DataRoot, DicomDrop
 PUBLIC_COLUMNS = ["course_key", "n_ct_slices", "n_rtstruct", "n_rtplan", "n_rtdose", "n_reg", "n_files"]
 
 
-@asset(deps=["course_manifest"], code_version="2", kinds={"parquet"}, check_specs=[coverage_spec("cohort_courses")])
+@asset(
+    deps=["course_manifest"],
+    code_version="2",
+    kinds={"parquet"},
+    check_specs=[coverage_spec("cohort_courses")],
+    metadata=schema_metadata(COURSES),
+)
 def cohort_courses(context: AssetExecutionContext, data_root: DataRoot, dicom_drop: DicomDrop) -> MaterializeResult:
     """The key map: every course of the drop, one row each (cohort/courses.parquet, or where the
     key_map setting puts it, with mode 0600): the only file that maps the pseudonymous course key
@@ -36,6 +43,7 @@ def cohort_courses(context: AssetExecutionContext, data_root: DataRoot, dicom_dr
             "inputs_sha256": record_inputs(data_root.cohort_dir(), "cohort_courses", ids),
             "path": MetadataValue.path(str(path)),
             "n_courses": len(table),
+            **row_count(len(table)),
             "preview": MetadataValue.md(
                 table[[c for c in PUBLIC_COLUMNS if c in table.columns]].head(20).to_markdown(index=False)
             ),

@@ -7,6 +7,7 @@ from dagster import AssetExecutionContext, MaterializeResult, asset
 from rt_assets.cohort_inputs import coverage_spec
 from rt_assets.cohort_tables import stack_course_tables
 from rt_assets.qc import CHECKS, QC_FILE
+from rt_assets.table_schemas import QC, schema_metadata
 from rt_resources.resources import DataRoot
 
 QC_COLUMNS = ["course_key", "asset", "check", "passed", "severity", "description", "metadata"]
@@ -30,7 +31,13 @@ def qc_rows(path: Path) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=QC_COLUMNS)
 
 
-@asset(deps=sorted(CHECKS), code_version="2", kinds={"parquet"}, check_specs=[coverage_spec("cohort_qc")])
+@asset(
+    deps=sorted(CHECKS),
+    code_version="2",
+    kinds={"parquet"},
+    check_specs=[coverage_spec("cohort_qc")],
+    metadata=schema_metadata(QC),
+)
 def cohort_qc(context: AssetExecutionContext, data_root: DataRoot) -> MaterializeResult:
     """Every course's quality checks in one table (cohort/qc.parquet: course_key, asset, check,
     passed, severity, description, metadata), one row per course x check, from each course's

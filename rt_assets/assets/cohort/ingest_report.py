@@ -2,6 +2,7 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 
 from rt_assets.cohort_inputs import COHORT_INPUTS, input_ids, record_inputs
 from rt_assets.lineage import lineage_metadata
+from rt_assets.table_schemas import INGEST_REPORT, row_count, schema_metadata
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.ingest.course_keys import load_site_secret
 from rt_resources.ingest.index import DropIndex
@@ -14,7 +15,12 @@ from rt_resources.resources import DataRoot, DicomDrop
 COLUMNS = ["file_id", "path", "reason", "kind", "course_key", "stage"]
 
 
-@asset(deps=["ct_image", "dose_grid", "structure_masks", "mr_images"], code_version="2", kinds={"parquet"})
+@asset(
+    deps=["ct_image", "dose_grid", "structure_masks", "mr_images"],
+    code_version="2",
+    kinds={"parquet"},
+    metadata=schema_metadata(INGEST_REPORT),
+)
 def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_drop: DicomDrop) -> MaterializeResult:
     """Every file of the drop that no course output uses, with the reason a person can act on
     (cohort/ingest_report.parquet: file_id, path, reason, kind, course_key, stage): refused by the
@@ -45,6 +51,7 @@ def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_dro
             "path": MetadataValue.path(str(path)),
             "n_files_scanned": len(survey.scan.entries),
             "n_files_not_used": len(table),
+            **row_count(len(table)),
             "n_refused_by_courses": int((table["stage"] != "").sum()),
             "n_courses": len(survey.courses),
             "inputs_sha256": record_inputs(data_root.cohort_dir(), "ingest_report", ids),

@@ -4,8 +4,7 @@ from rt_assets.constants import TAG_FINGERPRINT
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private, scrubber_for_course, use_scrubber
-from rt_resources.fileio import write_json_atomic
-from rt_resources.ingest.manifest import SOURCE_UID_FIELDS, build_manifest
+from rt_resources.ingest.manifest import build_manifest, write_manifest
 from rt_resources.resources import DataRoot, DicomDrop
 
 
@@ -24,7 +23,7 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
         ) from exc
     manifest = build_manifest(course, dicom_drop.root)
     use_scrubber(scrubber_for_course(data_root, course.key, manifest))  # the files it now knows
-    path = write_json_atomic(data_root.course_dir(course.key) / "manifest.json", manifest)
+    path = write_manifest(data_root.course(course.key).root, manifest)
 
     requested = context.run.tags.get(TAG_FINGERPRINT)
     if requested and not course.fingerprint.startswith(requested):
@@ -45,7 +44,7 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in course.notes) or "none"),
             **lineage_metadata(
                 context,
-                source_uids={k: manifest[k] for k in SOURCE_UID_FIELDS},
+                source_uids=manifest.source_uids(),
                 input_sha256={"course_files": course.fingerprint},
             ),
         },

@@ -1,12 +1,15 @@
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
+from rt_assets.course_inputs import course_failure, course_paths
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
-from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, read_dose_info
+from rt_resources.course_paths import MANUAL
+from rt_resources.dose.course import read_dose_info
 from rt_resources.provenance import sha256_file
-from rt_resources.qc.previews import PREVIEW_DIR, ct_montage_png, png_markdown
+from rt_resources.qc.previews.montage import ct_montage_png
+from rt_resources.qc.previews.render import png_markdown
 from rt_resources.resources import DataRoot
 
 
@@ -26,18 +29,16 @@ def course_preview(context: AssetExecutionContext, data_root: DataRoot) -> Mater
     here in the metadata): axial, coronal and sagittal CT planes through the target (PTV, else
     CTV/GTV, else the dose maximum) with the manual contours (solid), auto-segmentation and
     custom structures (dashed) and the dose as a colour wash. The DVH plot is on the dvh asset."""
-    course_dir = data_root.course_dir(context.partition_key)
-    ct_path = course_dir / "ct.nii.gz"
+    paths = course_paths(context, data_root)
+    ct_path, dose_path = paths.ct, paths.dose
     if not ct_path.exists():
-        raise Failure(description=f"course {context.partition_key}: no ct.nii.gz, materialize ct_image first")
-    masks = course_dir / "masks"
-    auto = {p.name: p for p in sorted(masks.iterdir()) if p.is_dir() and p.name != "manual"} if masks.is_dir() else {}
-    dose_path = course_dir / DOSE_FILE
-    rx = read_dose_info(course_dir).get("prescription_gy") if (course_dir / DOSE_INFO_FILE).exists() else None
+        raise course_failure(paths.key, f"no {ct_path.name}, materialize ct_image first")
+    auto = {name: p for name, p in paths.mask_sources().items() if name != MANUAL}
+    rx = read_dose_info(paths.root).get("prescription_gy") if paths.dose_info.exists() else None
     out = ct_montage_png(
         ct_path,
-        course_dir / PREVIEW_DIR / "ct_montage.png",
-        manual_masks_dir=masks / "manual",
+        paths.preview("ct_montage.png"),
+        manual_masks_dir=paths.masks(MANUAL),
         auto_masks_dirs=auto,
         dose_path=dose_path if dose_path.exists() else None,
         prescription_gy=rx,

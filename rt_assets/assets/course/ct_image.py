@@ -1,20 +1,27 @@
 import numpy as np
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from rt_assets.course_inputs import open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
+from rt_resources.dicom.sop_classes import Kind
 from rt_resources.fileio import write_atomic
 from rt_resources.imaging.ct_series import CTSeriesError, read_ct_volume, validate_ct_series
-from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
+from rt_resources.ingest.manifest import ManifestError, source_files
 from rt_resources.provenance import digest_of
-from rt_resources.qc.checks import ct_geometry, frame_of_reference
+from rt_resources.qc.geometry import ct_geometry, frame_of_reference
 from rt_resources.resources import DataRoot
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="2", kinds={"nifti"},
-       check_specs=check_specs("ct_image"))  # fmt: skip
+@asset(
+    partitions_def=course_partitions,
+    deps=["course_manifest"],
+    code_version="2",
+    kinds={"nifti"},
+    check_specs=check_specs("ct_image"),
+)
 @private
 def ct_image(context: AssetExecutionContext, data_root: DataRoot):
     """The planning CT as one volume in HU (courses/<key>/ct.nii.gz), with origin, spacing
@@ -23,33 +30,35 @@ def ct_image(context: AssetExecutionContext, data_root: DataRoot):
     frame of reference consistent across CT, RTSTRUCT and RTDOSE; CT geometry."""
     import SimpleITK as sitk
 
-    course_dir = data_root.course_dir(context.partition_key)
-    try:
-        manifest = read_manifest(course_dir)
-    except ManifestError as exc:
-        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    course = open_course(context, data_root)
+    paths, manifest = course.paths, course.manifest
     files, validated, error = None, None, None
     try:  # hash and validate the series once: the geometry check reuses the outcome
-        files = source_files(manifest, "CT", manifest["ct_series_uid"])
-        validated = validate_ct_series([f["abspath"] for f in files])
+        files = source_files(manifest, Kind.CT, manifest.ct_series_uid)
+        validated = validate_ct_series([f.abspath for f in files])
     except (ManifestError, CTSeriesError) as exc:
         error = exc
         validated = exc if isinstance(exc, CTSeriesError) else None
-    qc = evaluate("ct_image", {"frame_of_reference": lambda: frame_of_reference(manifest),
-                               "ct_geometry": lambda: ct_geometry(manifest, files, validated)})  # fmt: skip
+    qc = evaluate(
+        "ct_image",
+        {
+            "frame_of_reference": lambda: frame_of_reference(manifest),
+            "ct_geometry": lambda: ct_geometry(manifest, files, validated),
+        },
+    )
     try:
         if error is not None:
             raise error
         geometry = validated
         image = read_ct_volume(geometry)
     except (ManifestError, CTSeriesError) as exc:
-        yield from check_results(context, course_dir, qc)
-        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
-    path = write_atomic(course_dir / "ct.nii.gz", lambda tmp: sitk.WriteImage(image, str(tmp), True))
+        yield from check_results(context, paths.root, qc)
+        raise course.fail(exc) from exc
+    path = write_atomic(paths.ct, lambda tmp: sitk.WriteImage(image, str(tmp), True))
     hu = sitk.GetArrayViewFromImage(image)
     yield MaterializeResult(
         data_version=content_version(path),
-        check_results=check_results(context, course_dir, qc),
+        check_results=check_results(context, paths.root, qc),
         metadata={
             "path": MetadataValue.path(str(path)),
             "size_voxels": MetadataValue.json(list(geometry.size)),
@@ -62,14 +71,14 @@ def ct_image(context: AssetExecutionContext, data_root: DataRoot):
             **lineage_metadata(
                 context,
                 source_uids={
-                    "ct_study_uid": manifest["ct_study_uid"],
-                    "ct_series_uid": manifest["ct_series_uid"],
-                    "frame_of_reference_uid": manifest["frame_of_reference_uid"],
+                    "ct_study_uid": manifest.ct_study_uid,
+                    "ct_series_uid": manifest.ct_series_uid,
+                    "frame_of_reference_uid": manifest.frame_of_reference_uid,
                     "n_sop_instances": len(geometry.sop_instance_uids),
                 },
                 input_sha256={
-                    "ct_files": digest_of(f["sha256"] for f in files),
-                    "manifest": manifest["fingerprint"],
+                    "ct_files": digest_of(f.sha256 for f in files),
+                    "manifest": manifest.fingerprint,
                 },
             ),
         },

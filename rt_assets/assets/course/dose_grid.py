@@ -1,20 +1,26 @@
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
+from rt_assets.course_inputs import open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import log_warning, private, scrub_value
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
-from rt_resources.dose.course import DOSE_FILE, DOSE_INFO_FILE, course_total_dose, dose_info
+from rt_resources.dicom.sop_classes import Kind
+from rt_resources.dose.course import course_total_dose, dose_info
 from rt_resources.fileio import write_atomic, write_json_atomic
-from rt_resources.ingest.manifest import ManifestError, read_manifest
 from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import digest_of
-from rt_resources.qc.checks import dose_units
+from rt_resources.qc.dose import dose_units
 from rt_resources.resources import DataRoot
 
 
-@asset(partitions_def=course_partitions, deps=["course_manifest"], code_version="3", kinds={"nifti"},
-       check_specs=check_specs("dose_grid"))  # fmt: skip
+@asset(
+    partitions_def=course_partitions,
+    deps=["course_manifest"],
+    code_version="3",
+    kinds={"nifti"},
+    check_specs=check_specs("dose_grid"),
+)
 @private
 def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     """The course's total dose in Gy (courses/<key>/dose.nii.gz, dose.json): DoseGridScaling
@@ -25,50 +31,48 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     says it too): the course's other stages go on, the DVH is skipped and says why."""
     import SimpleITK as sitk
 
-    course_dir = data_root.course_dir(context.partition_key)
-    try:
-        manifest = read_manifest(course_dir)
-        total, plans, inputs = course_total_dose(manifest)
-    except ManifestError as exc:
-        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    course = open_course(context, data_root)
+    paths, manifest = course.paths, course.manifest
+    total, plans, inputs = course_total_dose(course.sources(Kind.RTPLAN), course.sources(Kind.RTDOSE), manifest)
     info = scrub_value(dose_info(total, plans))  # dose.json names files by id: no path, no label
     components = MetadataValue.json(info["components"])
-    by_uid = {f["sop_instance_uid"]: f for f in manifest["files"] if f["kind"] == "RTDOSE"}
-    unused_plans = [
-        f for f in manifest["files"] if f["kind"] == "RTPLAN" and f["sop_instance_uid"] not in total.plans_summed
-    ]
+    by_uid = {f.sop_instance_uid: f for f in manifest.of_kind(Kind.RTDOSE)}
+    unused_plans = [f for f in manifest.of_kind(Kind.RTPLAN) if f.sop_instance_uid not in total.plans_summed]
     write_refusals(  # every RTDOSE and RTPLAN the total does not use, with the reason, for the ingest report
-        course_dir,
+        paths.root,
         "dose_grid",
-        [refused_entry(by_uid[c["sop_instance_uid"]], c["why"]) for c in info["components"]
-         if not c.get("used") and c.get("sop_instance_uid") in by_uid]
+        [
+            refused_entry(by_uid[c["sop_instance_uid"]], c["why"])
+            for c in info["components"]
+            if not c.get("used") and c.get("sop_instance_uid") in by_uid
+        ]
         + [refused_entry(f, "no dose of this plan is used for the course's total dose") for f in unused_plans],
-    )  # fmt: skip
+    )
     lineage = lineage_metadata(
         context,
-        source_uids={"rtdose_uids": manifest["rtdose_uids"], "rtplan_uids": total.plans_summed},
-        input_sha256={"rtdose_rtplan_files": digest_of(f["sha256"] for f in inputs)},
+        source_uids={"rtdose_uids": manifest.rtdose_uids, "rtplan_uids": total.plans_summed},
+        input_sha256={"rtdose_rtplan_files": digest_of(f.sha256 for f in inputs)},
     )
     if total.image is None:
-        (course_dir / DOSE_FILE).unlink(missing_ok=True)  # never leave an earlier dose for the DVH
-        write_json_atomic(course_dir / DOSE_INFO_FILE, info)
-        log_warning(context, f"course {context.partition_key}: no dose: {total.decision}")
-        if manifest["rtdose_uids"]:  # an RTDOSE that cannot be used (RELATIVE, ...): an error to look at
-            qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(course_dir)})
+        paths.dose.unlink(missing_ok=True)  # never leave an earlier dose for the DVH
+        write_json_atomic(paths.dose_info, info)
+        log_warning(context, f"course {course.key}: no dose: {total.decision}")
+        if manifest.rtdose_uids:  # an RTDOSE that cannot be used (RELATIVE, ...): an error to look at
+            qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(paths.root)})
         else:
             qc = not_evaluated("dose_grid", "the course has no RTDOSE")
         return MaterializeResult(
-            data_version=content_version(course_dir / DOSE_INFO_FILE),
+            data_version=content_version(paths.dose_info),
             metadata={"has_dose": False, "decision": total.decision, "components": components, **lineage},
-            check_results=check_results(context, course_dir, qc),
+            check_results=check_results(context, paths.root, qc),
         )
-    write_json_atomic(course_dir / DOSE_INFO_FILE, info)
+    write_json_atomic(paths.dose_info, info)
     image = sitk.Cast(total.image, sitk.sitkFloat32)
-    path = write_atomic(course_dir / DOSE_FILE, lambda tmp: sitk.WriteImage(image, str(tmp), True))
-    qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(course_dir)})
+    path = write_atomic(paths.dose, lambda tmp: sitk.WriteImage(image, str(tmp), True))
+    qc = evaluate("dose_grid", {"dose_units": lambda: dose_units(paths.root)})
     return MaterializeResult(
-        data_version=content_version(path, course_dir / DOSE_INFO_FILE),
-        check_results=check_results(context, course_dir, qc),
+        data_version=content_version(path, paths.dose_info),
+        check_results=check_results(context, paths.root, qc),
         metadata={
             "path": MetadataValue.path(str(path)),
             "has_dose": True,

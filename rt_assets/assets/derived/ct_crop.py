@@ -1,17 +1,19 @@
-from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
+from pathlib import Path
+
+from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
+from rt_assets.course_inputs import course_failure, course_paths
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
+from rt_resources.course_paths import CT, MANUAL, MASKS, TOTALSEG
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
-from rt_resources.qc.checks import structure_boundary
+from rt_resources.qc.structures import structure_boundary
 from rt_resources.resources import DataRoot, SegmentationConfig
 from rt_resources.segmentation.crop import REGIONS, LandmarkError, crop_bounds, crop_image
-
-CROPS_DIR = "crops"  #: courses/<key>/crops/<region>/: never beside the full-size masks
 
 
 @asset(
@@ -34,13 +36,13 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
     landmarks are present is cropped."""
     import SimpleITK as sitk
 
-    course_dir = data_root.course_dir(context.partition_key)
-    ct_path = course_dir / "ct.nii.gz"
+    paths = course_paths(context, data_root)
+    ct_path = paths.ct
     ct = sitk.ReadImage(str(ct_path))
-    totalseg = {p.name[: -len(".nii.gz")]: p for p in (course_dir / "masks" / "totalseg").glob("*.nii.gz")}
+    totalseg = {p.name[: -len(".nii.gz")]: p for p in paths.masks(TOTALSEG).glob("*.nii.gz")}
     if not totalseg:
         record_skip(context, "no TotalSegmentator masks for this course: no landmarks to crop to")
-        yield from check_results(context, course_dir, not_evaluated("ct_crop", "no crop (no TotalSegmentator masks)"))
+        yield from check_results(context, paths.root, not_evaluated("ct_crop", "no crop (no TotalSegmentator masks)"))
         return
     loaded = {}
 
@@ -56,27 +58,28 @@ def ct_crop(context: AssetExecutionContext, data_root: DataRoot, segmentation_co
             results[region] = crop_bounds(region, masks_view(), ct)
         except LandmarkError as exc:
             if configured:
-                raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+                raise course_failure(paths.key, exc) from exc
             skipped[region] = str(exc)
 
-    def write(folder):
+    def write(folder: Path) -> None:  # crops/<region>/ct.nii.gz and masks/<source>/: the course's own layout
         for region, bounds in results.items():
             out = folder / region
-            (out / "masks").mkdir(parents=True)
-            sitk.WriteImage(crop_image(ct, bounds), str(out / "ct.nii.gz"), True)
-            for source in sorted(p for p in (course_dir / "masks").iterdir() if p.is_dir()):
-                (out / "masks" / source.name).mkdir()
-                for mask_path in sorted(source.glob("*.nii.gz")):
+            (out / MASKS).mkdir(parents=True)
+            sitk.WriteImage(crop_image(ct, bounds), str(out / CT), True)
+            for source, source_dir in paths.mask_sources().items():
+                (out / MASKS / source).mkdir()
+                for mask_path in sorted(source_dir.glob("*.nii.gz")):
                     cropped = crop_image(sitk.ReadImage(str(mask_path)), bounds)
-                    sitk.WriteImage(cropped, str(out / "masks" / source.name / mask_path.name), True)
+                    sitk.WriteImage(cropped, str(out / MASKS / source / mask_path.name), True)
             write_json_atomic(out / "bounds.json", _bounds_json(bounds))
 
-    folder = replace_dir_atomic(course_dir / CROPS_DIR, write)
-    masks = course_dir / "masks" / "manual"
+    folder = paths.crops  # never beside the full-size masks
+    replace_dir_atomic(folder, write)
+    masks = paths.masks(MANUAL)
     qc = evaluate("ct_crop", {"crop_boundary": lambda: structure_boundary(ct_path, masks, folder)})
     yield MaterializeResult(
         data_version=content_version(folder),
-        check_results=check_results(context, course_dir, qc),
+        check_results=check_results(context, paths.root, qc),
         metadata={
             "path": MetadataValue.path(str(folder)),
             "regions": MetadataValue.json({r: _bounds_json(b) for r, b in results.items()}),

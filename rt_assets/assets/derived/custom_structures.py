@@ -3,9 +3,11 @@ from pathlib import Path
 from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
+from rt_assets.course_inputs import course_paths
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
+from rt_resources.course_paths import CUSTOM
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.resources import DataRoot, SegmentationConfig
@@ -36,18 +38,16 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
         specs = load_custom_structures(Path(rules))
     except (OSError, ValueError) as exc:
         raise Failure(description=f"custom structure rules {rules}: {exc}") from exc
-    course_dir = data_root.course_dir(context.partition_key)
-    holder = {}
+    paths = course_paths(context, data_root)
 
-    def write(folder):
-        holder["records"] = build_all(specs, course_dir / "masks", folder)
-        write_json_atomic(
-            folder / ROI_INDEX_FILE,
-            [{"roi_name": r["name"], "file": f"{r['name']}.nii.gz"} for r in holder["records"] if r.get("voxels")],
-        )
+    def write(folder: Path) -> list[dict]:
+        records = build_all(specs, paths.masks_root, folder)
+        index = [{"roi_name": r["name"], "file": f"{r['name']}.nii.gz"} for r in records if r.get("voxels")]
+        write_json_atomic(folder / ROI_INDEX_FILE, index)
+        return records
 
-    folder = replace_dir_atomic(course_dir / "masks" / "custom", write)
-    records = holder["records"]
+    folder = paths.masks(CUSTOM)
+    records = replace_dir_atomic(folder, write)
     yield MaterializeResult(
         data_version=content_version(folder),
         metadata={

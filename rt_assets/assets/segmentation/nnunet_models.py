@@ -8,13 +8,13 @@ from dagster import (
     AssetExecutionContext,
     AssetsDefinition,
     AutomationCondition,
-    Failure,
     MaterializeResult,
     MetadataValue,
     asset,
 )
 
 from rt_assets.constants import GPU_POOL, SEGMENTATION_GROUP
+from rt_assets.course_inputs import course_failure, course_paths
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
@@ -48,22 +48,23 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
     ) -> MaterializeResult:
         import tempfile
 
-        course_dir = data_root.course_dir(context.partition_key)
-        ct_path = course_dir / "ct.nii.gz"
-        with tempfile.TemporaryDirectory(dir=course_dir, prefix=f".{model.name}-") as tmp:
+        paths = course_paths(context, data_root)
+        ct_path = paths.ct
+        with tempfile.TemporaryDirectory(dir=paths.root, prefix=f".{model.name}-") as tmp:
             try:
                 masks, seconds = run_nnunet_model(model, ct_path, Path(tmp), segmentation_config.device)
             except DeviceUnavailable as exc:
-                raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+                raise course_failure(paths.key, exc) from exc
 
-            def write(folder):
+            def write(folder: Path) -> None:
                 for path in masks.values():
                     os.replace(path, folder / path.name)
                 write_json_atomic(
                     folder / ROI_INDEX_FILE, [{"roi_name": n, "file": p.name} for n, p in sorted(masks.items())]
                 )
 
-            folder = replace_dir_atomic(course_dir / "masks" / model.name, write)
+            folder = paths.masks(model.name)
+            replace_dir_atomic(folder, write)
         checkpoints = sorted(model.trained_folder.rglob(model.checkpoint))
         return MaterializeResult(
             data_version=content_version(folder),

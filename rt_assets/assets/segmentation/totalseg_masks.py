@@ -1,14 +1,18 @@
-from dagster import AssetExecutionContext, AutomationCondition, Failure, MaterializeResult, MetadataValue, asset
+from pathlib import Path
+
+from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
 from rt_assets.constants import GPU_POOL
+from rt_assets.course_inputs import course_failure, course_paths, open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
+from rt_resources.course_paths import TOTALSEG
+from rt_resources.dicom.sop_classes import Kind
 from rt_resources.fileio import replace_dir_atomic, write_json_atomic
-from rt_resources.ingest.manifest import ManifestError, read_manifest, source_files
 from rt_resources.provenance import sha256_file
-from rt_resources.qc.checks import autoseg_completeness
+from rt_resources.qc.segmentation import autoseg_completeness
 from rt_resources.resources import DataRoot, TotalSegmentator
 from rt_resources.segmentation.totalseg import (
     DeviceUnavailable,
@@ -18,9 +22,6 @@ from rt_resources.segmentation.totalseg import (
     run_totalsegmentator,
 )
 from rt_resources.structures.masks import ROI_INDEX_FILE
-
-SOURCE = "totalseg"
-RTSTRUCT_FILE = "rtstruct_totalseg.dcm"
 
 
 @asset(
@@ -43,45 +44,44 @@ def totalseg_masks(
     import tempfile
 
     settings = totalsegmentator.settings()
-    course_dir = data_root.course_dir(context.partition_key)
-    ct_path = course_dir / "ct.nii.gz"
     try:
         checkpoint = check_ready(settings)
-        manifest = read_manifest(course_dir)
-        ct_files = source_files(manifest, "CT", manifest["ct_series_uid"])
-    except (WeightsMissing, ManifestError) as exc:
-        raise Failure(description=f"course {context.partition_key}: {exc}") from exc
+    except WeightsMissing as exc:
+        raise course_failure(course_paths(context, data_root).key, exc) from exc
+    course = open_course(context, data_root)
+    paths, manifest = course.paths, course.manifest
+    ct_path = paths.ct
+    ct_files = course.sources(Kind.CT, manifest.ct_series_uid)
     context.log.info(
         f"segmentation: device {settings.device}, task {settings.task}{' fast' if settings.fast else ''}, "
         f"threads {settings.threads}, one GPU step at a time (pool {GPU_POOL})"
     )
-    with tempfile.TemporaryDirectory(dir=course_dir, prefix=".totalseg-") as tmp:
+    with tempfile.TemporaryDirectory(dir=paths.root, prefix=".totalseg-") as tmp:
         try:
             result = run_totalsegmentator(ct_path, tmp, settings)
         except DeviceUnavailable as exc:
-            raise Failure(description=f"course {context.partition_key}: {exc}") from exc
-        holder = {}
+            raise course.fail(exc) from exc
 
-        def write(folder):
+        def write(folder: Path) -> dict[str, str]:
             names = move_masks(result.masks, folder)
             records = [{"roi_name": name, "file": file} for name, file in sorted(names.items())]
             write_json_atomic(folder / ROI_INDEX_FILE, records)
-            holder["names"] = names
+            return names
 
-        folder = replace_dir_atomic(course_dir / "masks" / SOURCE, write)
+        folder = paths.masks(TOTALSEG)
+        names = replace_dir_atomic(folder, write)
     from rt_resources.structures.export import export_rtstruct
 
-    non_empty = {name: folder / file for name, file in holder["names"].items() if _has_voxels(folder / file)}
-    rtstruct = export_rtstruct(
-        non_empty, [f["abspath"] for f in ct_files], ct_path, course_dir / RTSTRUCT_FILE, "TotalSegmentator"
-    )
+    non_empty = {name: folder / file for name, file in names.items() if _has_voxels(folder / file)}
+    ct_sources = [f.abspath for f in ct_files]
+    rtstruct = export_rtstruct(non_empty, ct_sources, ct_path, paths.totalseg_rtstruct, "TotalSegmentator")
     qc = evaluate("totalseg_masks", {"autoseg_completeness": lambda: autoseg_completeness(folder)})
     return MaterializeResult(
         data_version=content_version(folder, rtstruct),
-        check_results=check_results(context, course_dir, qc),
+        check_results=check_results(context, paths.root, qc),
         metadata={
             "path": MetadataValue.path(str(folder)),
-            "n_classes": len(holder["names"]),
+            "n_classes": len(names),
             "n_non_empty": len(non_empty),
             "rtstruct": MetadataValue.path(str(rtstruct)),
             "device": result.device,
@@ -89,7 +89,7 @@ def totalseg_masks(
             "notes": MetadataValue.json(result.notes),
             **lineage_metadata(
                 context,
-                source_uids={"ct_series_uid": manifest["ct_series_uid"]},
+                source_uids={"ct_series_uid": manifest.ct_series_uid},
                 input_sha256={
                     "ct.nii.gz": sha256_file(ct_path),
                     "model_checkpoint": _checkpoint_digest(checkpoint),
@@ -102,7 +102,7 @@ def totalseg_masks(
                     "fast": settings.fast,
                     "checkpoint": str(checkpoint),
                     "roi_subset": list(settings.roi_subset),
-                }  # fmt: skip
+                }
             ),
         },
     )

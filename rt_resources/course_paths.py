@@ -1,0 +1,126 @@
+"""Every output path of a course, in one place: ``<data_root>/courses/<key>/...``.
+
+The layout is the output contract (../shared/ARCHITECTURE.md); assets, engines, the audit and the
+export all take their paths from :class:`CoursePaths`, so a file is renamed here or nowhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rt_resources.fileio import course_dir
+
+MANIFEST = "manifest.json"
+CT = "ct.nii.gz"
+DOSE = "dose.nii.gz"
+DOSE_INFO = "dose.json"
+MASKS = "masks"
+DVH_METRICS = "dvh_metrics.parquet"
+DVH_CURVES = "dvh_curves.parquet"
+RADIOMICS = "radiomics.parquet"
+RADIOMICS_ROBUSTNESS = "radiomics_robustness.parquet"
+RADIOMICS_PERTURBATIONS = "radiomics_perturbations.parquet"
+QC = "qc.json"
+QC_PARTS = "qc"
+PREVIEW = "preview"
+MR = "mr"
+CROPS = "crops"
+REFUSED = "refused"
+TOTALSEG_RTSTRUCT = "rtstruct_totalseg.dcm"
+
+#: mask sources (``masks/<source>/``) with a fixed name; nnU-Net models add one folder per model
+MANUAL, TOTALSEG, CUSTOM = "manual", "totalseg", "custom"
+RESERVED_SOURCES = (MANUAL, TOTALSEG, CUSTOM)
+
+
+@dataclass(frozen=True)
+class CoursePaths:
+    """The files and folders of one course's outputs."""
+
+    root: Path
+
+    @classmethod
+    def under(cls, data_root: Path, key: str) -> CoursePaths:
+        """The course ``key`` under ``data_root`` (anything but a course key is refused)."""
+        return cls(course_dir(data_root, key))
+
+    @property
+    def key(self) -> str:
+        return self.root.name
+
+    @property
+    def manifest(self) -> Path:
+        return self.root / MANIFEST
+
+    @property
+    def ct(self) -> Path:
+        return self.root / CT
+
+    @property
+    def dose(self) -> Path:
+        return self.root / DOSE
+
+    @property
+    def dose_info(self) -> Path:
+        return self.root / DOSE_INFO
+
+    @property
+    def masks_root(self) -> Path:
+        return self.root / MASKS
+
+    def masks(self, source: str = MANUAL) -> Path:
+        """``masks/<source>/``: manual, totalseg, custom or an nnU-Net model's name."""
+        return self.root / MASKS / source
+
+    def mask_sources(self) -> dict[str, Path]:
+        """Every ``masks/<source>/`` folder present, by source name (sorted)."""
+        root = self.masks_root
+        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+
+    @property
+    def dvh_metrics(self) -> Path:
+        return self.root / DVH_METRICS
+
+    @property
+    def dvh_curves(self) -> Path:
+        return self.root / DVH_CURVES
+
+    @property
+    def radiomics(self) -> Path:
+        return self.root / RADIOMICS
+
+    @property
+    def radiomics_robustness(self) -> Path:
+        return self.root / RADIOMICS_ROBUSTNESS
+
+    @property
+    def radiomics_perturbations(self) -> Path:
+        return self.root / RADIOMICS_PERTURBATIONS
+
+    @property
+    def qc(self) -> Path:
+        return self.root / QC
+
+    @property
+    def qc_parts(self) -> Path:
+        return self.root / QC_PARTS
+
+    def preview(self, name: str) -> Path:
+        return self.root / PREVIEW / name
+
+    @property
+    def mr(self) -> Path:
+        return self.root / MR
+
+    @property
+    def crops(self) -> Path:
+        return self.root / CROPS
+
+    @property
+    def refused(self) -> Path:
+        return self.root / REFUSED
+
+    @property
+    def totalseg_rtstruct(self) -> Path:
+        return self.root / TOTALSEG_RTSTRUCT

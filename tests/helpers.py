@@ -1,0 +1,97 @@
+"""Shared test helpers (plain functions and constants; the fixtures are in conftest.py)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from rt_resources.synthetic import SynthOptions
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+SMALL = SynthOptions(rows=32, slices=12, pixel_mm=10.0, slice_mm=5.0)
+#: pyradiomics settings that keep tests fast (Original image, first-order and shape features)
+FAST_RADIOMICS = Path(__file__).resolve().parent / "data" / "radiomics_fast.yaml"
+
+
+def tree_digest(root: Path) -> dict[str, str]:
+    """sha256 and mtime of every file under ``root``: proof that a folder was not modified."""
+    out = {}
+    for p in sorted(Path(root).rglob("*")):
+        if p.is_file():
+            out[p.relative_to(root).as_posix()] = (
+                hashlib.sha256(p.read_bytes()).hexdigest() + f"@{p.stat().st_mtime_ns}"
+            )
+    return out
+
+
+def course_resources(drop, data_root, totalseg_home) -> dict:
+    """The resources a course run needs, on small settings (sequential radiomics, one worker)."""
+    from rt_resources.resources import (
+        ComputeConfig,
+        DataRoot,
+        DicomDrop,
+        RadiomicsConfig,
+        RobustnessConfig,
+        SegmentationConfig,
+        TotalSegmentator,
+    )
+
+    return {
+        "data_root": DataRoot(path=str(data_root)),
+        "dicom_drop": DicomDrop(path=str(drop), quiet_period_s=0),
+        "totalsegmentator": TotalSegmentator(home=str(totalseg_home), device="cpu", fast=True),
+        "segmentation_config": SegmentationConfig(device="cpu"),
+        "radiomics_config": RadiomicsConfig(params=str(FAST_RADIOMICS), sequential=True),
+        "robustness_config": RobustnessConfig(),  # off
+        "compute": ComputeConfig(workers=1),
+    }
+
+
+def copy_shared(name: str, dest: Path) -> Path:
+    """Copy ``../shared/data/<name>`` under ``dest``; skip the test where the shared data is absent."""
+    src = SHARED_DATA / name
+    if not src.exists():
+        pytest.skip(f"{src} not present (shared test data is only in the project workspace)")
+    shutil.copytree(src, dest / name)
+    return dest / name
+
+
+def have_shared() -> bool:
+    """Whether ``../shared/data`` is there and readable."""
+    return SHARED_DATA.exists() and os.access(SHARED_DATA, os.R_OK)
+
+
+class Ticker:
+    """Evaluates the drop sensor's ticks as the daemon does: cursor carried over, partitions applied."""
+
+    def __init__(self, instance, drop, data_root):
+        self.instance, self.drop, self.data_root = instance, drop, data_root
+        self.cursor = None
+
+    def tick(self, quiet_period_s: float = 0.0):
+        from dagster import build_sensor_context
+
+        from rt_assets.definitions import defs
+        from rt_assets.sensors.dicom_drop_sensor import dicom_drop_sensor
+        from rt_resources.resources import DataRoot, DicomDrop
+
+        resources = {
+            "data_root": DataRoot(path=str(self.data_root)),
+            "dicom_drop": DicomDrop(path=str(self.drop), quiet_period_s=quiet_period_s),
+        }
+        ctx = build_sensor_context(instance=self.instance, cursor=self.cursor, resources=resources, definitions=defs)
+        result = dicom_drop_sensor(ctx)
+        self.cursor = result.cursor
+        for req in result.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(req.partitions_def_name, list(req.partition_keys))
+        return result
+
+    def course_runs(self, result) -> list:
+        """The course_job run requests of a tick's result."""
+        from rt_assets.constants import COURSE_JOB
+
+        return [r for r in result.run_requests or [] if r.job_name == COURSE_JOB]
