@@ -103,9 +103,9 @@ def test_asset_pages_show_previews_and_checks(tmp_path):
             assert text and "ct_geometry" in text
             # the column schema declared on the definition (rt_assets/table_schemas.py)
             page.goto(f"http://127.0.0.1:{port}/assets/cohort_dvh_metrics")
-            text = page.wait_for(
-                "document.body && document.body.innerText.includes('mean_gy') && document.body.innerText", 60
-            )
+            # the descriptions render after the column names: wait for one
+            described = "document.body && document.body.innerText.includes('pseudonymous course key')"
+            text = page.wait_for(f"{described} && document.body.innerText", 60)
             page.screenshot(tmp_path / "cohort_dvh_metrics.png")
             # the table's first rows (it renders the rows in view): names, types' descriptions
             assert text and "pseudonymous course key" in text and "volume_cc" in text and "mean dose (Gy)" in text
