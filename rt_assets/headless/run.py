@@ -308,6 +308,8 @@ def _print_summary(states, survey, out: Path, home: Path, drop: Path, cohort_ok,
     print(f"files not used: {len(survey.links.rejections)} (see {out / 'cohort' / 'ingest_report.parquet'})")
     print(f"DVH metrics of all courses: {out / 'cohort' / 'dvh_metrics.parquet'}")
     print(f"radiomics of all courses:   {out / 'cohort' / 'radiomics.parquet'}")
+    if (out / "cohort" / "radiomics_robustness.parquet").exists():
+        print(f"feature robustness (ICC):   {out / 'cohort' / 'radiomics_robustness.parquet'}")
     print(f"quality checks:             {out / 'cohort' / 'qc.parquet'} (per course: courses/<key>/qc.json)")
     print(f"where a number came from:   rtpipeline audit --outdir {out} --course <key> [--roi NAME --metric d95_gy]")
     print(f"runs and lineage in the UI: DAGSTER_HOME={home} dagster dev -w workspace.yaml")
