@@ -20,7 +20,6 @@ for good (seen in a 20-course load test). Here the inputs are versions, not time
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetKey, DagsterEventType
@@ -80,11 +79,6 @@ def record_inputs(cohort_dir: Path, asset: str, ids: dict[str, dict[str, int]]) 
     return inputs_digest(ids)
 
 
-def recorded_inputs(cohort_dir: Path, asset: str) -> dict[str, dict[str, int]]:
-    path = Path(cohort_dir) / INPUTS_DIR / f"{asset}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
-
-
 def coverage_spec(asset: str) -> AssetCheckSpec:
     return AssetCheckSpec(
         COVERAGE,
@@ -116,14 +110,9 @@ def coverage_result(asset: str, expected: set[str], present: set[str], in_flight
 
 
 def courses_in_flight(instance) -> set[str]:
-    from dagster import DagsterRunStatus, RunsFilter
+    from dagster import RunsFilter
 
-    unfinished = [
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.CANCELING,
-    ]
-    runs = instance.get_runs(RunsFilter(statuses=unfinished))
+    from rt_assets.constants import UNFINISHED_RUNS
+
+    runs = instance.get_runs(RunsFilter(statuses=list(UNFINISHED_RUNS)))
     return {r.tags["dagster/partition"] for r in runs if r.tags.get("dagster/partition")}

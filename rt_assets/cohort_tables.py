@@ -21,33 +21,39 @@ def stack_course_tables(
     transform: Callable[[pd.DataFrame], pd.DataFrame] | None = None,
     reader: Callable[[Path], pd.DataFrame] = pd.read_parquet,
     out_name: str | None = None,
+    extra_tools: tuple[str, ...] = (),
+    describe: Callable[[pd.DataFrame], dict] | None = None,
 ) -> MaterializeResult:
     """Concatenate ``courses/c-*/<file_name>`` (read with ``reader``) into ``cohort/<out_name>``
     (default: the same name), with lineage metadata, the versions of the course assets it was built
-    from (``inputs_sha256``; see :mod:`rt_assets.cohort_inputs`) and its coverage check."""
+    from (``inputs_sha256``; see :mod:`rt_assets.cohort_inputs`) and its coverage check. Coverage
+    counts the courses of the stacked table, before ``transform`` (which may aggregate them away);
+    ``describe(table)`` adds metadata about the written table."""
     asset = context.asset_key.to_user_string()
     ids = input_ids(context.instance, COHORT_INPUTS[asset])  # before reading: see rt_assets.cohort_inputs
     paths = sorted((data_root.root / "courses").glob(f"c-*/{file_name}"))
     frames = [reader(p) for p in paths]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["course_key", "roi_name"])
+    present = set(table["course_key"]) if len(table) else set()
     if transform is not None:
         table = transform(table)
     path = write_parquet_atomic(data_root.cohort_dir() / (out_name or file_name), table)
     digest = record_inputs(data_root.cohort_dir(), asset, ids)
     expected = set().union(*(set(per) for per in ids.values())) if ids else set()
-    present = set(table["course_key"]) if len(table) else set()
     return MaterializeResult(
         data_version=content_version(path),
         check_results=[coverage_result(asset, expected, present, courses_in_flight(context.instance))],
         metadata={
             "path": MetadataValue.path(str(path)),
             **row_count(len(table)),
-            "n_courses": int(table["course_key"].nunique()) if len(table) else 0,
+            "n_courses": len(present),
             "inputs_sha256": digest,
+            **(describe(table) if describe is not None else {}),
             **lineage_metadata(
                 context,
                 source_uids={"course_keys": sorted(p.parent.name for p in paths)},
                 input_sha256={p.parent.name: sha256_file(p) for p in paths},
+                extra_tools=extra_tools,
             ),
         },
     )

@@ -1,4 +1,6 @@
-"""Names shared across the asset graph: groups, run tags, pools."""
+"""Names shared across the asset graph: groups, run tags, pools, run states."""
+
+from dagster import DagsterRunStatus
 
 COURSE_GROUP = "course"  #: per-course assets, partitioned by course key
 COHORT_GROUP = "cohort"  #: cohort tables over all courses
@@ -21,3 +23,12 @@ CODE_LOCATION = "rtpipeline"  #: the code location's name (workspace.yaml, the C
 TAG_CLI_SESSION = "rt/cli_session"  #: the `rtpipeline run` invocation that submitted a run
 TAG_DATA_ROOT = "rt/data_root"  #: short digest of the data root a CLI run wrote to (no path in the tags)
 TAG_STAGE = "rt/stage"  #: course | segmentation | derived | cohort: which step of a course a CLI run is
+
+#: a run in these states is queued or in flight (the cohort sensor waits; courses "in flight")
+UNFINISHED_RUNS = (
+    DagsterRunStatus.QUEUED,
+    DagsterRunStatus.NOT_STARTED,
+    DagsterRunStatus.STARTING,
+    DagsterRunStatus.STARTED,
+    DagsterRunStatus.CANCELING,
+)

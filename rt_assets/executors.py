@@ -20,7 +20,7 @@ location's settings. ``step_executor: multiprocess | in_process`` in the setting
 
 from __future__ import annotations
 
-from dagster import ExecutorDefinition, Field, Int, in_process_executor, multi_or_in_process_executor
+from dagster import ExecutorDefinition, Field, Int, multi_or_in_process_executor
 
 from rt_resources.settings import Settings
 
@@ -59,4 +59,4 @@ def executor_kind(settings: Settings, workers: int | None = None) -> str:
     return next(iter(executor_config(settings, workers)))
 
 
-__all__ = ["PRELOAD", "executor_config", "executor_kind", "in_process_executor", "step_executor"]
+__all__ = ["PRELOAD", "executor_config", "executor_kind", "step_executor"]

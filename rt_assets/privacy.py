@@ -42,7 +42,7 @@ from dagster import (
 
 from rt_resources.ingest.course_keys import load_site_secret
 from rt_resources.ingest.manifest import Manifest
-from rt_resources.privacy import Scrubber, course_scrubber
+from rt_resources.privacy import Scrubber
 
 ERRORS_DIR = "logs/errors"  #: under the data root: full tracebacks of failed steps (local only)
 
@@ -111,10 +111,10 @@ def scrubber_for_course(data_root, course_key: str, manifest: Manifest | None = 
         except (ManifestError, ValueError, OSError):
             manifest = None
     if manifest is None:
-        return course_scrubber(load_site_secret(root), None, [])
+        return Scrubber(load_site_secret(root))
     rel_paths = [f.path for f in manifest.files]
     identifiers = DropIndex(root / "index", manifest.drop_root).identifiers(rel_paths)
-    return course_scrubber(load_site_secret(root), manifest.drop_root, rel_paths, identifiers)
+    return Scrubber(load_site_secret(root), manifest.drop_root, rel_paths, identifiers)
 
 
 def use_scrubber(scrubber: Scrubber) -> None:

@@ -94,7 +94,6 @@ def check_results(context: AssetExecutionContext, course_dir: Path, results: lis
             replace(r, description=scrubber.text(r.description), metadata=scrubber.value(r.metadata)) for r in results
         ]
     record(course_dir, asset, results)
-    _refusals(course_dir, asset, results)
     out = []
     for r in results:
         if not r.passed:
@@ -115,29 +114,10 @@ def check_results(context: AssetExecutionContext, course_dir: Path, results: lis
     return out
 
 
-#: assets whose blocking failure stops the whole course: every file of the course goes unused
-COURSE_STOPPERS = ("ct_image",)
-
-
-def _refusals(course_dir: Path, asset: str, results: list[QcResult]) -> None:
-    """A blocking failure of ``ct_image`` leaves every file of the course unused: say so in the
-    course's refusals (and clear them when the checks pass again)."""
-    if asset not in COURSE_STOPPERS:
-        return
-    from rt_resources.ingest.manifest import ManifestError, read_manifest
-    from rt_resources.ingest.refusals import refused_entry, write_refusals
-
+def blocking_failures(asset: str, results: list[QcResult]) -> list[QcResult]:
+    """The failed checks of ``asset`` that stop its course's downstream steps."""
     blocking = {name for name, is_blocking, _ in CHECKS[asset] if is_blocking}
-    failed = [r for r in results if not r.passed and r.severity == ERROR and r.name in blocking]
-    entries = []
-    if failed:
-        try:
-            files = read_manifest(course_dir).files
-        except (ManifestError, OSError):
-            files = []
-        reason = "the course stopped at its CT: " + "; ".join(f"{r.name}: {r.description}" for r in failed)
-        entries = [refused_entry(f, reason) for f in files]
-    write_refusals(course_dir, asset, entries)
+    return [r for r in results if not r.passed and r.severity == ERROR and r.name in blocking]
 
 
 def record(course_dir: Path, asset: str, results: list[QcResult]) -> Path:

@@ -22,7 +22,7 @@ PRIORITY_TAG = "dagster/priority"
 
 def course_size(course: Course) -> int:
     """CT slices x ROIs of the course's largest structure set (at least 1 ROI)."""
-    slices = sum(1 for f in course.files_of("CT") if f.header.series_uid == course.ct_series_uid)
+    slices = course.n_ct_slices
     rois = max((int(f.header.info.get("n_rois", 0)) for f in course.files_of("RTSTRUCT")), default=0)
     return max(1, slices) * max(1, rois)
 

@@ -1,7 +1,7 @@
 """Column schemas of the table assets, declared on their definitions (``dagster/column_schema``):
 the UI shows them on each asset's page before anything is materialized, and a data scientist
 reads what a column means and its unit there. Row counts are reported at materialization
-(``dagster/row_count``, :func:`table_metadata`)."""
+(``dagster/row_count``, :func:`row_count`)."""
 
 from __future__ import annotations
 
@@ -45,17 +45,6 @@ DVH_METRICS = TableSchema(
         TableColumn(
             "v<N>gy_pct", "float", description="VN Gy: % of the volume receiving ≥ N Gy, one column per whole Gy"
         ),
-    ]
-)
-
-DVH_CURVES = TableSchema(
-    columns=[
-        _COURSE_KEY,
-        _ROI,
-        _SOURCE,
-        TableColumn("dose_gy", "float", description="dose (Gy), every 0.1 Gy from 0 to the ROI's maximum"),
-        TableColumn("volume_cc", "float", description="volume receiving at least dose_gy (cm³), cumulative"),
-        TableColumn("volume_pct", "float", description="the same as % of the ROI volume"),
     ]
 )
 

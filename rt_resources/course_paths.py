@@ -34,6 +34,15 @@ MANUAL, TOTALSEG, CUSTOM = "manual", "totalseg", "custom"
 RESERVED_SOURCES = (MANUAL, TOTALSEG, CUSTOM)
 
 
+def mask_source_dirs(masks_root: Path) -> dict[str, Path]:
+    """Every ``masks/<source>/`` folder, by source name (sorted); hidden folders (a folder being
+    replaced atomically: ``.<source>.<id>.tmp`` / ``.old``) are not sources."""
+    root = Path(masks_root)
+    if not root.is_dir():
+        return {}
+    return {p.name: p for p in sorted(root.iterdir()) if p.is_dir() and not p.name.startswith(".")}
+
+
 @dataclass(frozen=True)
 class CoursePaths:
     """The files and folders of one course's outputs."""
@@ -75,8 +84,7 @@ class CoursePaths:
 
     def mask_sources(self) -> dict[str, Path]:
         """Every ``masks/<source>/`` folder present, by source name (sorted)."""
-        root = self.masks_root
-        return {p.name: p for p in sorted(root.iterdir()) if p.is_dir()} if root.is_dir() else {}
+        return mask_source_dirs(self.masks_root)
 
     @property
     def dvh_metrics(self) -> Path:

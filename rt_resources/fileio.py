@@ -20,9 +20,14 @@ T = TypeVar("T")
 _COURSE_KEY = re.compile(r"^c-[0-9a-f]{12}$")
 
 
+def is_course_key(key: str) -> bool:
+    """``c-`` and 12 hex digits (rt_resources.ingest.course_keys)."""
+    return bool(_COURSE_KEY.match(key))
+
+
 def course_dir(data_root: Path, key: str) -> Path:
     """``<data_root>/courses/<key>``, refusing anything that is not a course key."""
-    if not _COURSE_KEY.match(key):
+    if not is_course_key(key):
         raise ValueError(f"{key!r} is not a course key (expected c- and 12 hex digits)")
     return Path(data_root) / "courses" / key
 

@@ -40,12 +40,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rt_resources.pool_memory import (
-    DEFAULT_PEAK_HINT_BYTES,
-    GIB,
     Measured,
     MemoryPolicy,
     PoolSizer,
-    available_memory_bytes,
     peak_rss_bytes,
     pool_logger,
     pool_rss_bytes,
@@ -53,13 +50,10 @@ from rt_resources.pool_memory import (
 )
 
 __all__ = [
-    "DEFAULT_PEAK_HINT_BYTES",
-    "GIB",
     "FaultHook",
     "MemoryPolicy",
     "PoolOutcome",
     "RetryPolicy",
-    "available_memory_bytes",
     "default_pool_workers",
     "limit_threads",
     "run_pool",

@@ -104,14 +104,3 @@ class Scrubber:
         if isinstance(obj, list | tuple):
             return type(obj)(self.value(v) for v in obj)
         return obj
-
-    def holds_identifier(self, value: str) -> bool:
-        """True if ``value`` contains a path below the drop root or one of the identifiers."""
-        return self.text(value) != value
-
-
-def course_scrubber(
-    secret: bytes, drop_root: Path | None, rel_paths: Iterable[str], identifiers: Iterable[str] = ()
-) -> Scrubber:
-    """The scrubber of one course: its drop root and files (from its manifest), and its identifiers."""
-    return Scrubber(secret, drop_root=drop_root, rel_paths=list(rel_paths), identifiers=identifiers)

@@ -17,7 +17,7 @@ from pydantic import Field
 from rt_resources.course_paths import CoursePaths
 from rt_resources.fileio import course_dir
 from rt_resources.ingest.survey import DropSurvey, survey_drop
-from rt_resources.settings import Settings, load_settings, read_license_key
+from rt_resources.settings import Settings, read_license_key
 
 DEFAULT_QUIET_PERIOD_S = 60.0
 
@@ -150,7 +150,7 @@ class RadiomicsConfig(ConfigurableResource):
         return RadiomicsSettings(params=params, mr_params=mr_params, backend=self.backend)
 
     def worker_count(self) -> int:
-        from rt_resources.radiomics.engine import default_pool_workers
+        from rt_resources.parallel import default_pool_workers
 
         return self.workers or default_pool_workers()
 
@@ -222,11 +222,6 @@ RESOURCE_TYPES: dict[str, type[ConfigurableResource]] = {
 def resources_from_settings(settings: Settings) -> dict[str, ConfigurableResource]:
     """The resources of a deployment, configured from ``settings``."""
     return {key: RESOURCE_TYPES[key](**config) for key, config in resource_configs(settings).items()}
-
-
-def resources_from_env() -> dict[str, ConfigurableResource]:
-    """Resources from the settings file and environment (:func:`~rt_resources.settings.load_settings`)."""
-    return resources_from_settings(load_settings())
 
 
 def run_config(settings: Settings) -> dict[str, Any]:

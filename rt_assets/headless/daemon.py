@@ -74,15 +74,11 @@ ORPHAN_CHECK_S = 5.0
 def _exit_when_orphaned_and_idle(instance, parent: int) -> None:
     """Once the CLI that started this daemon is gone, exit (SIGINT to ourselves: a clean stop)
     as soon as no run of the instance is queued or in flight."""
-    from dagster import DagsterRunStatus, RunsFilter
+    from dagster import RunsFilter
 
-    busy = [
-        DagsterRunStatus.QUEUED,
-        DagsterRunStatus.NOT_STARTED,
-        DagsterRunStatus.STARTING,
-        DagsterRunStatus.STARTED,
-        DagsterRunStatus.CANCELING,
-    ]
+    from rt_assets.constants import UNFINISHED_RUNS
+
+    busy = list(UNFINISHED_RUNS)
     while True:
         time.sleep(ORPHAN_CHECK_S)
         if os.getppid() == parent:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
-from rt_assets.constants import COHORT_JOB, COURSE_JOB, DERIVED_JOB, SEGMENTATION_JOB, TAG_STAGE
+from rt_assets.constants import COURSE_JOB, DERIVED_JOB, SEGMENTATION_JOB
 from rt_assets.headless.plan import UNFINISHED, CoursePlan, Planner
 from rt_resources.ingest.linking import Course
 
@@ -182,14 +182,18 @@ class Follower:
 
     # ----------------------------------------------------------------- following
 
-    def _poll(self, state: CourseState) -> None:
-        runs = {r.run_id: r for r in self.instance.get_runs(RunsFilter(run_ids=state.run_ids))}
+    def _awaited_runs(self) -> dict[str, object]:
+        """Every run an unfinished course awaits, by id: one query per poll, not one per course."""
+        ids = [r for s in self.states if not s.finished for r in s.run_ids]
+        return {r.run_id: r for r in self.instance.get_runs(RunsFilter(run_ids=ids))} if ids else {}
+
+    def _poll(self, state: CourseState, runs: dict[str, object]) -> None:
         statuses = [runs[r].status if r in runs else DagsterRunStatus.FAILURE for r in state.run_ids]
         if any(s in UNFINISHED for s in statuses):
             state.status = "queued" if all(s in QUEUED_STATES for s in statuses if s in UNFINISHED) else "running"
             return
         if state.stage == "adopted":  # an earlier run finished: plan the course afresh
-            state.plan = self.planner.plan_courses([state.course], False, set())[0]
+            state.plan = self.planner.plan_courses([state.course], False)[0]
             state.stage, state.run_ids = "", []
             state.stages_run.append("adopted")
             self._next(state)
@@ -207,9 +211,10 @@ class Follower:
         """Poll until every course is finished; keeps a daemon alive meanwhile."""
         last_daemon_check = time.time()
         while True:
+            runs = self._awaited_runs()
             for state in self.states:
                 if not state.finished:
-                    self._poll(state)
+                    self._poll(state, runs)
             progress.update(self.states)
             if all(s.finished for s in self.states):
                 return
@@ -263,4 +268,4 @@ def cancel_runs(instance, run_ids: list[str]) -> int:
     return n
 
 
-__all__ = ["COHORT_JOB", "TAG_STAGE", "CourseState", "Follower", "Progress", "cancel_runs", "run_error"]
+__all__ = ["CourseState", "Follower", "Progress", "cancel_runs", "run_error"]

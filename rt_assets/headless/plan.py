@@ -35,18 +35,13 @@ from rt_assets.constants import (
     COURSE_JOB,
     DERIVED_JOB,
     SEGMENTATION_JOB,
+    UNFINISHED_RUNS,
 )
 from rt_assets.lineage import settings_digest
 from rt_resources.ingest.linking import Course
 
 FAILED = (DagsterRunStatus.FAILURE, DagsterRunStatus.CANCELED)
-UNFINISHED = (
-    DagsterRunStatus.QUEUED,
-    DagsterRunStatus.NOT_STARTED,
-    DagsterRunStatus.STARTING,
-    DagsterRunStatus.STARTED,
-    DagsterRunStatus.CANCELING,
-)
+UNFINISHED = UNFINISHED_RUNS
 
 
 @dataclass
@@ -66,6 +61,7 @@ class Planner:
         self.defs = defs
         self.graph = defs.resolve_asset_graph()
         self.resources = resources
+        self._digests: dict[tuple[str, ...], str] = {}
         self.course_job_assets = self._group(COURSE_GROUP)
         self.derived_assets = sorted(
             {k.to_user_string() for k in defs.resolve_job_def(DERIVED_JOB).asset_layer.selected_asset_keys}
@@ -84,10 +80,14 @@ class Planner:
 
     def settings_sha256(self, asset: str, keys: Iterable[str] | None = None) -> str:
         """The digest an asset materialized now would record (see :func:`rt_assets.lineage.lineage_metadata`);
-        over ``keys`` only, when given (a skip's deciding resources)."""
+        over ``keys`` only, when given (a skip's deciding resources). Cached: the settings do not
+        change while a planner exists, and the digest reads parameter files."""
         if keys is None:
             keys = self.defs.get_assets_def(AssetKey(asset)).required_resource_keys - {"io_manager"}
-        return settings_digest({k: self.resources[k] for k in keys if k in self.resources})
+        cache_key = tuple(sorted(keys))
+        if cache_key not in self._digests:
+            self._digests[cache_key] = settings_digest({k: self.resources[k] for k in cache_key if k in self.resources})
+        return self._digests[cache_key]
 
     def latest(self, asset: str, partitions: Iterable[str]) -> dict[str, object]:
         """Partition -> its latest materialization record, in two queries for all partitions."""
@@ -116,11 +116,16 @@ class Planner:
         return not mats.records or mats.records[0].storage_id < obs.records[0].storage_id
 
     def last_runs(self, job_name: str) -> dict[str, object]:
-        """Partition -> the latest run of ``job_name`` for it."""
+        """Partition -> the latest run of ``job_name`` for it (every course: one query)."""
         out: dict[str, object] = {}
         for run in self.instance.get_runs(RunsFilter(job_name=job_name)):  # newest first
             out.setdefault(run.tags.get("dagster/partition", ""), run)
         return out
+
+    def last_run(self, job_name: str, partition: str):
+        """The latest run of ``job_name`` for one course, or None (one query, not the job's history)."""
+        runs = self.instance.get_runs(RunsFilter(job_name=job_name, tags={"dagster/partition": partition}), limit=1)
+        return runs[0] if runs else None
 
     def resolver(self):
         """A fresh Dagster stale-status resolver (it caches: make one per decision round)."""
@@ -198,7 +203,7 @@ class Planner:
 
     # ------------------------------------------------------------------ decisions
 
-    def plan_courses(self, courses: list[Course], force: bool, force_keys: set[str]) -> list[CoursePlan]:
+    def plan_courses(self, courses: list[Course], force: bool) -> list[CoursePlan]:
         """The course stage of every course: a full run, a run of some assets, or nothing."""
         keys = {c.key for c in courses}
         manifests = self.latest("course_manifest", keys)
@@ -212,7 +217,7 @@ class Planner:
             manifest = manifests.get(course.key)
             fingerprint = manifest.asset_materialization.metadata.get("fingerprint") if manifest else None
             last = last_runs.get(course.key)
-            if force or course.key in force_keys:
+            if force:
                 plan.reason = "forced"
             elif manifest is None:
                 plan.reason = "new"
@@ -241,7 +246,7 @@ class Planner:
         the course (asked once its course stage is done, so a changed CT counts)."""
         if not available:
             return []
-        last = self.last_runs(SEGMENTATION_JOB).get(course_key)
+        last = self.last_run(SEGMENTATION_JOB, course_key)
         resolver = self.lazy_resolver()
         needed = []
         for asset in available:
@@ -255,7 +260,7 @@ class Planner:
         segmentation, or when custom-structure rules are set and their output is not up to date."""
         if segmented:
             return True
-        last = self.last_runs(DERIVED_JOB).get(course_key)
+        last = self.last_run(DERIVED_JOB, course_key)
         if last is not None and last.status in FAILED:
             return True
         if not custom_rules:

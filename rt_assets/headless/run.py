@@ -189,7 +189,7 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
         module = sys.modules.get("rt_assets.definitions")
         defs = importlib.reload(module).defs if module else importlib.import_module("rt_assets.definitions").defs
         planner = Planner(instance, defs, resources_from_settings(settings))
-        plans = planner.plan_courses(courses, opts.force, set())
+        plans = planner.plan_courses(courses, opts.force)
         with Submitter(instance) as submitter:
             return _submit_and_follow(
                 opts, instance, home, session, survey, courses, plans, planner, submitter, availability, daemons

@@ -40,7 +40,7 @@ def course_table(states: list[CourseState], out: Path) -> str:
     for s in states:
         c = s.course
         folder = out / "courses" / c.key
-        n_ct = sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid)
+        n_ct = c.n_ct_slices
         lines.append(
             f"{c.key:<16} {s.status:<9} {n_ct:>4} {len(c.struct_uids):>8} {len(c.plan_uids):>6} "
             f"{len(c.dose_uids):>6} {dvh_rois(folder):>8} {qc_summary(folder):<12} {folder}"

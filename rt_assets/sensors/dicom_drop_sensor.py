@@ -84,7 +84,9 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
         )
     next_generation = generation + 1
     ledger.record(requested, next_generation)
-    ledger.record({DROP_STATE: drop_state(survey)}, 0)
+    state = drop_state(survey)
+    if done.get(DROP_STATE) != state:  # generation 0: always among the confirmed; no write when unchanged
+        ledger.record({DROP_STATE: state}, 0)
     cursor = json.dumps({"generation": next_generation})
     if not requests and not new_keys:
         return SensorResult(

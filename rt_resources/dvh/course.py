@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from rt_resources.course_paths import MANUAL, mask_source_dirs
 from rt_resources.dvh.metrics import DVH, curve, metrics_row
 from rt_resources.dvh.sampling import DoseSampler, contour_dvh, mask_dvh
 from rt_resources.parallel import RetryPolicy, run_pool
@@ -77,8 +78,8 @@ def dvh_tasks(rois: list[ROI], masks_root: Path) -> tuple[list[DvhTask], list[st
             notes.append(f"{roi.name!r}: no contours, no DVH")
             continue
         cost = float(sum(len(c) for c in roi.contours))
-        tasks.append(DvhTask(roi.name, "manual", roi=roi, cost=cost))
-    for folder in sorted(p for p in Path(masks_root).glob("*") if p.is_dir() and p.name != "manual"):
+        tasks.append(DvhTask(roi.name, MANUAL, roi=roi, cost=cost))
+    for folder in (p for name, p in mask_source_dirs(masks_root).items() if name != MANUAL):
         index = folder / ROI_INDEX_FILE
         names = {r["file"]: r["roi_name"] for r in json.loads(index.read_text())} if index.exists() else {}
         for path in sorted(folder.glob("*.nii.gz")):

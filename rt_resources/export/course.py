@@ -24,24 +24,22 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
-import json
-import re
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pydicom
 
+from rt_resources.dicom.sop_classes import Kind
 from rt_resources.export import profile
 from rt_resources.export.report import SCHEMA, report_document
 from rt_resources.export.residual import Identifiers, dataset_texts
 from rt_resources.export.tables import COURSE_TABLES, export_cohort_tables, export_table, screen_tables
 from rt_resources.export.uids import UidMap
-from rt_resources.fileio import replace_dir_atomic, write_atomic, write_json_atomic
+from rt_resources.fileio import is_course_key, replace_dir_atomic, write_atomic, write_json_atomic
+from rt_resources.ingest.manifest import Manifest, ManifestError, ManifestFile, read_manifest
 
 REPORT_NAME = "export.json"
-_COURSE_KEY = re.compile(r"^c-[0-9a-f]{12}$")
-_KIND = re.compile(r"^[A-Z]{2,12}$")  #: CT, MR, RTSTRUCT, ...: a folder name of the export
 
 
 class ExportError(ValueError):
@@ -93,7 +91,7 @@ def export_courses(
     courses = data_root / "courses"
     if not courses.is_dir():
         raise ExportUsageError(f"{courses} does not exist: {data_root} is not a data root with processed courses")
-    known = sorted(p.name for p in courses.iterdir() if p.is_dir() and _COURSE_KEY.match(p.name))
+    known = sorted(p.name for p in courses.iterdir() if p.is_dir() and is_course_key(p.name))
     keys = known if course_keys is None else list(dict.fromkeys(course_keys))
     unknown = [k for k in keys if k not in known]
     if unknown:
@@ -132,8 +130,8 @@ def _export_course(
     course_dir: Path, dest: Path, secret: bytes, drop_root: Path | None
 ) -> tuple[ExportReport, Identifiers]:
     manifest = _read_manifest(course_dir)
-    key = manifest["course_key"]
-    drop = Path(drop_root or manifest["drop_root"]).resolve()
+    key = manifest.course_key
+    drop = Path(drop_root or manifest.drop_root).resolve()
     target = dest.resolve()
     if target.is_relative_to(drop):
         raise ExportUsageError(f"destination {dest} is inside the drop folder {drop}: it would be ingested as new data")
@@ -144,15 +142,15 @@ def _export_course(
     deid = profile.Deidentifier(uids)
     identifiers = Identifiers()
     report = ExportReport(course_key=key)
-    plans = sorted(uids(f["sop_instance_uid"]) for f in manifest["files"] if f["kind"] == "RTPLAN")
+    plans = sorted(uids(f.sop_instance_uid) for f in manifest.of_kind(Kind.RTPLAN))
     labels = {uid: f"PLAN{i}" for i, uid in enumerate(plans, 1)}
     objects: list[dict] = []
 
     def build(tmp: Path) -> None:
-        for entry in manifest["files"]:
+        for entry in manifest.files:
             ds = _read_source(drop, entry)
             identifiers.add_source(ds)
-            kind, uid = entry["kind"], uids(str(ds.SOPInstanceUID))
+            kind, uid = str(entry.kind), uids(str(ds.SOPInstanceUID))
             if profile.burned_in(ds):
                 reason = "BurnedInAnnotation is YES and Clean Pixel Data (113101) is not implemented"
                 report.refused.append({"sop_instance_uid": uid, "kind": kind, "reason": reason})
@@ -179,28 +177,18 @@ def _export_course(
     return report, identifiers
 
 
-def _read_manifest(course_dir: Path) -> dict:
-    path = course_dir / "manifest.json"
+def _read_manifest(course_dir: Path) -> Manifest:
     try:
-        manifest = json.loads(path.read_text())
-        files, key, drop = manifest["files"], manifest["course_key"], manifest["drop_root"]
-    except FileNotFoundError:
-        raise ExportError(f"{path} does not exist: materialize course_manifest for this course first") from None
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        raise ExportError(f"{path}: not a course manifest ({type(exc).__name__}: {exc})") from None
-    if not isinstance(key, str) or not _COURSE_KEY.match(key) or not isinstance(files, list) or not drop:
-        raise ExportError(f"{path}: malformed (course_key {key!r}, {type(files).__name__} of files)")
-    bad = [f.get("path") for f in files if not _KIND.match(str(f.get("kind", ""))) or not f.get("sha256")]
-    if bad:
-        raise ExportError(f"{path}: entries without a kind or sha256: {', '.join(map(str, bad[:3]))}")
-    return manifest
+        return read_manifest(course_dir)
+    except ManifestError as exc:
+        raise ExportError(str(exc)) from None
 
 
-def _read_source(drop: Path, entry: dict) -> pydicom.Dataset:
+def _read_source(drop: Path, entry: ManifestFile) -> pydicom.Dataset:
     """The source file of a manifest entry, parsed from the very bytes whose sha256 was checked."""
-    path = (drop / entry["path"]).resolve()
+    path = (drop / entry.path).resolve()
     if not path.is_relative_to(drop):
-        raise ExportError(f"manifest path {entry['path']!r} escapes the drop folder {drop}")
+        raise ExportError(f"manifest path {entry.path!r} escapes the drop folder {drop}")
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -208,7 +196,7 @@ def _read_source(drop: Path, entry: dict) -> pydicom.Dataset:
     except OSError as exc:
         raise ExportError(f"{path} cannot be read: {exc}") from None
     # the digest of provenance.sha256_file, taken over the bytes that are parsed (no second read)
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
+    if hashlib.sha256(data).hexdigest() != entry.sha256:
         raise ExportError(
             f"{path} changed since the manifest was written (sha256 differs): its research tables were computed "
             "from other bytes; re-run the course before exporting it"

@@ -60,6 +60,11 @@ class Course:
     def files_of(self, kind: str) -> list[FileEntry]:
         return [f for f in self.files if f.header and f.header.kind == kind]
 
+    @property
+    def n_ct_slices(self) -> int:
+        """Images of the planning CT series."""
+        return sum(1 for f in self.files_of("CT") if f.header.series_uid == self.ct_series_uid)
+
 
 @dataclass
 class LinkResult:

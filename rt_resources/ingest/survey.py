@@ -66,7 +66,7 @@ def courses_table(links: LinkResult) -> pd.DataFrame:
             "ct_study_uid": c.study_uid,
             "ct_series_uid": c.ct_series_uid,
             "frame_of_reference_uid": c.for_uid,
-            "n_ct_slices": sum(1 for f in c.files_of("CT") if f.header.series_uid == c.ct_series_uid),
+            "n_ct_slices": c.n_ct_slices,
             "n_rtstruct": len(c.struct_uids),
             "n_rtplan": len(c.plan_uids),
             "n_rtdose": len(c.dose_uids),

@@ -231,9 +231,9 @@ def free_memory_bytes(device: str) -> int:
         import torch
 
         return int(torch.cuda.mem_get_info()[0])
-    import psutil
+    from rt_resources.pool_memory import available_memory_bytes
 
-    return int(psutil.virtual_memory().available)
+    return available_memory_bytes()  # the host's, or less under a cgroup limit
 
 
 def shape_memory_blocker(mask_array: Any, device: str, memory_fraction: float) -> str | None:

@@ -10,7 +10,6 @@ limits its BLAS/OpenMP thread pools *before* they are loaded.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from collections.abc import Sequence
@@ -18,7 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rt_resources.parallel import FaultHook, MemoryPolicy, RetryPolicy, default_pool_workers, run_pool
+from rt_resources.course_paths import mask_source_dirs
+from rt_resources.parallel import FaultHook, MemoryPolicy, RetryPolicy, run_pool
+from rt_resources.structures.masks import mask_index
 
 log = logging.getLogger("rtpipeline.radiomics")
 
@@ -28,7 +29,6 @@ __all__ = [
     "RadiomicsInputError",
     "RadiomicsSettings",
     "RadiomicsTask",
-    "default_pool_workers",
     "extract_image",
     "extract_one",
     "extract_one_recorded",
@@ -105,14 +105,8 @@ def _count_voxels(mask_path: Path) -> tuple[int, float]:
 
 
 def _roi_names(source_dir: Path) -> dict[str, str]:
-    """File name -> ROI name from ``rois.json`` (a list of ``{"roi_name", "file"}``), if present."""
-    index = source_dir / "rois.json"
-    if not index.is_file():
-        return {}
-    entries = json.loads(index.read_text())
-    return {
-        Path(e["file"]).name: str(e["roi_name"]) for e in entries if e.get("file")
-    }  # ROIs without contours: no file
+    """File name -> ROI name (``rois.json``'s, else the file's stem)."""
+    return {r["file"]: r["roi_name"] for r in mask_index(source_dir)}
 
 
 def select_tasks(
@@ -128,7 +122,7 @@ def select_tasks(
     patterns = [re.compile(re.escape(p), re.IGNORECASE) for p in settings.skip_patterns]
     tasks: list[RadiomicsTask] = []
     skipped: list[dict[str, Any]] = []
-    for source_dir in sorted(p for p in Path(masks_root).iterdir() if p.is_dir()):
+    for source_dir in mask_source_dirs(masks_root).values():
         if sources is not None and source_dir.name not in sources:
             continue
         names = _roi_names(source_dir)

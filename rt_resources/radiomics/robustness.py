@@ -50,6 +50,7 @@ from typing import Any
 import pandas as pd
 
 from rt_resources.parallel import MemoryPolicy, RetryPolicy, run_pool
+from rt_resources.radiomics.course import ID_COLUMNS
 from rt_resources.radiomics.engine import (
     RadiomicsSettings,
     RadiomicsTask,
@@ -59,7 +60,8 @@ from rt_resources.radiomics.engine import (
     extract_image,
 )
 
-ID_COLUMNS = ["course_key", "roi_name", "source"]
+#: how the ICC is computed (module docstring), as recorded with every robustness table
+ICC_FORM = "ICC(1,1): one-way random, absolute agreement, single measurement (Shrout and Fleiss case 1)"
 ICC_COLUMNS = ["feature", "icc", "ci_low", "ci_high", "n_subjects", "n_raters", "robust"]
 #: ICC at or above which a feature is robust (Zwanenburg et al. 2019)
 ROBUST_ICC = 0.90
@@ -466,7 +468,7 @@ def robustness_table(
         "n_perturbations": n_perturbations,
         "seed": seed,
         "threshold": threshold,
-        "icc_form": "ICC(1,1): one-way random, absolute agreement, single measurement (Shrout and Fleiss case 1)",
+        "icc_form": ICC_FORM,
         "n_features": len(icc),
         "n_robust": int(icc["robust"].sum()),
         "failures": failures,

@@ -67,31 +67,23 @@ log = logging.getLogger(__name__)
 #: SOP classes the pipeline reads (the index classifies them into CT, MR, PT, RTSTRUCT, RTPLAN, RTDOSE, REG)
 READ_SOP_CLASSES: tuple[str, ...] = tuple(KIND_BY_SOP_CLASS)
 #: accepted and kept in the drop, where the index lists them as unused (with the reason)
-KEPT_SOP_CLASSES: tuple[str, ...] = tuple(
-    dict.fromkeys(
-        [
-            *UNSUPPORTED_SOP_CLASSES,
-            sop.RTBeamsTreatmentRecordStorage,
-            sop.RTBrachyTreatmentRecordStorage,
-            sop.RTTreatmentSummaryRecordStorage,
-            sop.RTIonBeamsTreatmentRecordStorage,
-            sop.RTImageStorage,
-            sop.EnhancedRTImageStorage,
-            sop.EnhancedContinuousRTImageStorage,
-            sop.RTBeamsDeliveryInstructionStorage,
-            sop.RTBrachyApplicationSetupDeliveryInstructionsStorage,
-            sop.RTPhysicianIntentStorage,
-            sop.RTSegmentAnnotationStorage,
-            sop.RTRadiationSetStorage,
-            sop.RTRadiationSetDeliveryInstructionStorage,
-            sop.RTRadiationRecordSetStorage,
-            sop.RTRadiationSalvageRecordStorage,
-            sop.RTTreatmentPreparationStorage,
-            sop.RTPatientPositionAcquisitionInstructionStorage,
-            sop.EnhancedCTImageStorage,
-            sop.EnhancedMRImageStorage,
-        ]
-    )
+KEPT_SOP_CLASSES: tuple[str, ...] = (
+    *UNSUPPORTED_SOP_CLASSES,
+    sop.RTBrachyTreatmentRecordStorage,
+    sop.RTTreatmentSummaryRecordStorage,
+    sop.RTIonBeamsTreatmentRecordStorage,
+    sop.EnhancedRTImageStorage,
+    sop.EnhancedContinuousRTImageStorage,
+    sop.RTBeamsDeliveryInstructionStorage,
+    sop.RTBrachyApplicationSetupDeliveryInstructionsStorage,
+    sop.RTPhysicianIntentStorage,
+    sop.RTSegmentAnnotationStorage,
+    sop.RTRadiationSetStorage,
+    sop.RTRadiationSetDeliveryInstructionStorage,
+    sop.RTRadiationRecordSetStorage,
+    sop.RTRadiationSalvageRecordStorage,
+    sop.RTTreatmentPreparationStorage,
+    sop.RTPatientPositionAcquisitionInstructionStorage,
 )
 #: uncompressed transfer syntaxes (see the module docstring)
 TRANSFER_SYNTAXES: tuple[str, ...] = (

@@ -26,6 +26,8 @@ from pathlib import Path
 
 import numpy as np
 
+from rt_resources.course_paths import RESERVED_SOURCES
+
 MODEL_FILE = "model.yaml"
 _NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,62}$")
 
@@ -64,7 +66,7 @@ def load_model(folder: Path) -> NnUNetModel:
     if missing:
         raise ModelError(f"{path}: missing field(s) {missing}")
     name = str(spec["name"])
-    if not _NAME.match(name) or name in ("manual", "totalseg", "custom"):
+    if not _NAME.match(name) or name in RESERVED_SOURCES:
         raise ModelError(f"{path}: name {name!r} must be letters, digits, _ and not a reserved source name")
     try:
         labels = {int(k): str(v) for k, v in dict(spec["labels"]).items()}

@@ -33,14 +33,6 @@ def default_threads(cores: int | None = None) -> int:
     return max(2, min(8, cores // 2))
 
 
-def default_seg_workers(device: str, cores: int | None = None) -> int:
-    """Segmentations at once: 1 on the GPU; on the CPU cores // 4, between 1 and 2."""
-    if device == "gpu":
-        return 1
-    cores = cores or os.cpu_count() or 2
-    return max(1, min(2, cores // 4))
-
-
 @dataclass(frozen=True)
 class TotalSegSettings:
     home: Path  #: TOTALSEG_HOME_DIR

@@ -32,6 +32,7 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 
+from rt_resources.course_paths import CUSTOM
 from rt_resources.structures.margins import DIRECTIONS, Margin, apply_margin
 
 OPS = ("union", "intersection", "subtract", "xor")
@@ -214,16 +215,21 @@ def build_all(specs: list[CustomSpec], masks_root: Path, out_folder: Path) -> li
     Returns one record per spec: ``name``, ``op``, ``file`` (None when skipped), ``voxels``,
     ``volume_cc``, ``inputs``, ``missing`` (input references without a file), ``skipped`` and
     ``reason``, and ``notes`` (e.g. empty inputs). A spec with a missing input is skipped, not an
-    error; inputs not on one grid raise ``ValueError``. Specs are built in order, so with
-    ``out_folder == masks_root / "custom"`` a later spec may use ``custom/<earlier name>``.
+    error; inputs not on one grid raise ``ValueError``. Specs are built in order, and
+    ``custom/<name>`` refers to what this call built into ``out_folder`` (the asset writes into a
+    temporary folder swapped in at the end), so a later spec may use an earlier one.
     """
     out_folder = Path(out_folder)
     out_folder.mkdir(parents=True, exist_ok=True)
     cache: dict[str, sitk.Image] = {}
 
+    def path_of(ref: str) -> Path:
+        source, name = ref.split("/", 1)
+        return out_folder / f"{name}.nii.gz" if source == CUSTOM else mask_path(masks_root, ref)
+
     def get_mask(ref: str) -> sitk.Image:
         if ref not in cache:
-            cache[ref] = sitk.ReadImage(str(mask_path(masks_root, ref)))
+            cache[ref] = sitk.ReadImage(str(path_of(ref)))
         return cache[ref]
 
     records = []
@@ -235,7 +241,7 @@ def build_all(specs: list[CustomSpec], masks_root: Path, out_folder: Path) -> li
             "voxels": 0,
             "volume_cc": 0.0,
             "inputs": list(spec.inputs),
-            "missing": [ref for ref in spec.inputs if not mask_path(masks_root, ref).is_file()],
+            "missing": [ref for ref in spec.inputs if not path_of(ref).is_file()],
             "skipped": False,
             "reason": None,
             "notes": [],

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from rt_resources.structures.names import sanitize_roi_names
 from rt_resources.structures.rasterize import rasterize_contours
-from rt_resources.structures.rtstruct import ROI
+
+if TYPE_CHECKING:  # rtstruct pulls in pydicom: the previews list masks without it
+    from rt_resources.structures.rtstruct import ROI
 
 ROI_INDEX_FILE = "rois.json"
 
@@ -61,26 +64,33 @@ def write_masks(rois: list[ROI], ct_image, folder: Path) -> list[dict]:
 def mask_index(masks_dir: Path) -> list[dict]:
     """``{"roi_name", "file", "path", "interpreted_type"}`` of every mask in a ``masks/<source>/`` folder.
 
-    Names and types come from ``rois.json`` when present; other ``*.nii.gz`` files are
-    named by their stem.
+    Names and types come from ``rois.json`` when present (in its order; an ROI without contours
+    has no file and is left out; an unreadable index is ignored); other ``*.nii.gz`` files are
+    named by their stem. Hidden files are not masks.
     """
     masks_dir = Path(masks_dir)
     out: list[dict] = []
     listed = set()
     index = masks_dir / ROI_INDEX_FILE
+    entries = []
     if index.is_file():
-        for r in json.loads(index.read_text()):
-            if r.get("file") and (masks_dir / r["file"]).is_file():
-                listed.add(r["file"])
-                out.append(
-                    {
-                        "roi_name": str(r["roi_name"]),
-                        "file": r["file"],
-                        "path": masks_dir / r["file"],
-                        "interpreted_type": str(r.get("interpreted_type", "") or ""),
-                    }
-                )
+        try:
+            entries = json.loads(index.read_text())
+        except ValueError:
+            entries = []
+    for r in entries if isinstance(entries, list) else []:
+        file = Path(r["file"]).name if isinstance(r, dict) and r.get("file") else None
+        if file and file not in listed and (masks_dir / file).is_file():
+            listed.add(file)
+            out.append(
+                {
+                    "roi_name": str(r.get("roi_name") or file[: -len(".nii.gz")]),
+                    "file": file,
+                    "path": masks_dir / file,
+                    "interpreted_type": str(r.get("interpreted_type", "") or ""),
+                }
+            )
     for p in sorted(masks_dir.glob("*.nii.gz")):
-        if p.name not in listed:
+        if p.name not in listed and not p.name.startswith("."):
             out.append({"roi_name": p.name[: -len(".nii.gz")], "file": p.name, "path": p, "interpreted_type": ""})
     return out

@@ -10,7 +10,8 @@ from __future__ import annotations
 import logging
 
 from rt_resources import pool_memory
-from rt_resources.parallel import GIB, MemoryPolicy, RetryPolicy, run_pool
+from rt_resources.parallel import MemoryPolicy, RetryPolicy, run_pool
+from rt_resources.pool_memory import GIB
 from rt_resources.radiomics import RadiomicsSettings, run_tasks, select_tasks
 from tests.radiomics.pool_memory import Allocate, KillOnce
 

@@ -183,3 +183,16 @@ def test_yaml_margins_and_duplicates(tmp_path):
     path.write_text("- just a list\n")
     with pytest.raises(CustomStructureError, match="'structures'"):
         load_custom_structures(path)
+
+
+def test_a_later_structure_uses_an_earlier_one_of_this_build(masks_root, tmp_path):
+    """Regression: custom/<name> was looked for in masks/custom (the previous build, or nothing)
+    while this build writes into another (temporary) folder."""
+    specs = [
+        CustomSpec("Fine", "union", ("manual/A",)),
+        CustomSpec("FineMinusB", "subtract", ("custom/Fine",), ("totalseg/B",)),
+    ]
+    out = tmp_path / ".custom.tmp"  # not masks_root / "custom", as in the asset
+    records = build_all(specs, masks_root, out)
+    assert not records[1]["skipped"], records[1]["reason"]
+    assert records[1]["voxels"] == 56  # A minus A&B, as the subtract above

@@ -4,12 +4,13 @@ from dagster import AssetExecutionContext, MaterializeResult, MetadataValue, ass
 from rt_assets.course_inputs import open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
-from rt_assets.privacy import private
-from rt_assets.qc import check_results, check_specs, evaluate
+from rt_assets.privacy import private, scrub
+from rt_assets.qc import blocking_failures, check_results, check_specs, evaluate
 from rt_resources.dicom.sop_classes import Kind
 from rt_resources.fileio import write_atomic
 from rt_resources.imaging.ct_series import CTSeriesError, read_ct_volume, validate_ct_series
 from rt_resources.ingest.manifest import ManifestError, source_files
+from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import digest_of
 from rt_resources.qc.geometry import ct_geometry, frame_of_reference
 from rt_resources.resources import DataRoot
@@ -46,6 +47,10 @@ def ct_image(context: AssetExecutionContext, data_root: DataRoot):
             "ct_geometry": lambda: ct_geometry(manifest, files, validated),
         },
     )
+    # a blocking failure leaves every file of the course unused: say so (and clear it once they pass)
+    failed = blocking_failures("ct_image", qc)
+    why = "the course stopped at its CT: " + "; ".join(f"{r.name}: {scrub(r.description)}" for r in failed)
+    write_refusals(paths.root, "ct_image", [refused_entry(f, why) for f in manifest.files] if failed else [])
     try:
         if error is not None:
             raise error

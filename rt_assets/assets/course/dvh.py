@@ -12,6 +12,7 @@ from rt_resources.dicom.sop_classes import Kind
 from rt_resources.dose.course import read_dose_info
 from rt_resources.dvh.course import course_dvh, summary_table
 from rt_resources.fileio import write_parquet_atomic
+from rt_resources.imaging.image_header import read_image_header
 from rt_resources.ingest.manifest import primary_structure_set
 from rt_resources.provenance import sha256_file
 from rt_resources.qc.dose import dose_coverage, dvh_sanity
@@ -40,7 +41,6 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot, compute: ComputeCon
     dvh_curves.parquet). Manual ROIs: contour-based, each contour plane a slab, supersampled
     in plane, trilinear dose. Every other masks/<source>/ folder: mask-based, the dose
     interpolated at the voxel centres. One metric code for both (rt_resources.dvh.metrics)."""
-    import SimpleITK as sitk
 
     paths = course_paths(context, data_root)
     if not paths.dose.exists():
@@ -54,9 +54,7 @@ def dvh(context: AssetExecutionContext, data_root: DataRoot, compute: ComputeCon
     structs = [f for f in course.sources(Kind.RTSTRUCT) if f.sop_instance_uid == struct_uid]
     info = read_dose_info(paths.root)
     rx = info["prescription_gy"]
-    ct = sitk.ImageFileReader()  # the header is enough: the CT slice spacing
-    ct.SetFileName(str(paths.ct))
-    ct.ReadImageInformation()
+    ct = read_image_header(paths.ct)  # the header is enough: the CT slice spacing
     metrics, curves, notes = course_dvh(
         course_key=context.partition_key,
         dose_path=paths.dose,

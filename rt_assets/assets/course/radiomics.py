@@ -62,6 +62,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 "radiomics failed for every ROI", metadata={"failures": MetadataValue.json(summary["failures"])}
             )
         path = write_parquet_atomic(paths.radiomics, table)
+        params_digest = params_sha256(settings)
         uses_fastrad = any(r.get("backend") == "fastrad" for r in summary["backend"]["rois"])
         qc = evaluate(
             "radiomics", {"radiomics_nan": lambda: radiomics_nan(table, features_by_source=summary["own_features"])}
@@ -83,12 +84,12 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 "pyradiomics_version": summary["pyradiomics_version"],
                 "params": MetadataValue.path(str(settings.params)),
                 "mr_params": MetadataValue.path(str(settings.mr_params)),
-                "params_sha256": params_sha256(settings),
+                "params_sha256": params_digest,
                 "backend": MetadataValue.json(summary["backend"]),
                 **lineage_metadata(
                     context,
                     source_uids={"ct_series_uid": course.manifest.ct_series_uid},
-                    input_sha256={"ct.nii.gz": sha256_file(paths.ct), "params": params_sha256(settings)},
+                    input_sha256={"ct.nii.gz": sha256_file(paths.ct), "params": params_digest},
                     extra_tools=("pyradiomics-bhklab", *(("fastrad", "torch") if uses_fastrad else ())),
                 ),
             },

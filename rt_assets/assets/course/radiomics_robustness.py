@@ -9,7 +9,7 @@ from rt_resources.course_paths import MANUAL
 from rt_resources.fileio import write_parquet_atomic
 from rt_resources.provenance import sha256_file
 from rt_resources.radiomics.course import params_sha256, robustness_rois
-from rt_resources.radiomics.robustness import feature_icc, perturbed_features
+from rt_resources.radiomics.robustness import ICC_FORM, feature_icc, perturbed_features
 from rt_resources.resources import DataRoot, RadiomicsConfig, RobustnessConfig
 
 
@@ -72,7 +72,7 @@ def radiomics_robustness_asset(pool: str | None = None) -> AssetsDefinition:
                 **row_count(len(icc)),
                 "n_rois": len(masks),
                 "n_perturbations": n,
-                "icc_form": "ICC(1,1): one-way random, absolute agreement, single measurement",
+                "icc_form": ICC_FORM,
                 "threshold": robustness_config.threshold,
                 "n_robust": len(robust),
                 "share_robust": round(len(robust) / len(icc), 3) if len(icc) else 0.0,

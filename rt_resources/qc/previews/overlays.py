@@ -9,7 +9,6 @@ outlines drawn and the dose colour bar with the prescription marked.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ import numpy as np
 
 from rt_resources.qc.previews.plane import Plane, array_view, read_3d
 from rt_resources.qc.previews.render import OUTLINE_COLOURS, short_label
+from rt_resources.structures.masks import mask_index
 
 #: CT display window (width, level) in HU: soft tissue
 CT_WINDOW_HU = (400.0, 40.0)
@@ -25,7 +25,6 @@ DOSE_ALPHA = 0.35
 #: dose below this fraction of the prescription (or of the maximum) is not washed
 DOSE_FLOOR = 0.10
 MAX_MONTAGE_LEGEND = 12
-ROI_INDEX_FILE = "rois.json"  # as rt_resources.structures.masks (not imported: it pulls in pydicom)
 #: where the orientation letters (top, bottom, left, right) sit, in axes fractions
 _LABEL_SPOTS = (
     (0.5, 0.99, "center", "top"),
@@ -39,27 +38,7 @@ _LABEL_SPOTS = (
 
 def list_masks(folder: Path) -> list[tuple[str, Path]]:
     """``(roi_name, path)`` of every mask in ``folder``: ``rois.json`` order, then unlisted files by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        return []
-    out: list[tuple[str, Path]] = []
-    seen: set[str] = set()
-    index = folder / ROI_INDEX_FILE
-    if index.is_file():
-        try:
-            entries = json.loads(index.read_text())
-        except ValueError:
-            entries = []
-        for entry in entries if isinstance(entries, list) else []:
-            file = entry.get("file") if isinstance(entry, dict) else None
-            if not file or Path(file).name in seen or not (folder / Path(file).name).is_file():
-                continue  # an ROI without contours has no file
-            seen.add(Path(file).name)
-            out.append((str(entry.get("roi_name") or Path(file).name[: -len(".nii.gz")]), folder / Path(file).name))
-    for path in sorted(folder.glob("*.nii.gz")):
-        if path.name not in seen and not path.name.startswith("."):
-            out.append((path.name[: -len(".nii.gz")], path))
-    return out
+    return [(r["roi_name"], r["path"]) for r in mask_index(folder)] if Path(folder).is_dir() else []
 
 
 def read_masks(folder: Path | None, source: str, notes: list[str]) -> list[tuple[str, str, Any]]:
