@@ -17,7 +17,18 @@ TAG_FINGERPRINT = "rt/fingerprint"  #: content fingerprint of the course when th
 TAG_LAUNCHED_BY = "rt/launched_by"  #: sensor | cli | ui
 TAG_GPU = "rt/gpu"  #: runs that segment on the GPU carry rt/gpu=true (limited in dagster.yaml)
 
-GPU_POOL = "gpu"  #: concurrency pool of segmentation steps (limit 1)
+GPU_POOL = "gpu"  #: concurrency pool of segmentation steps (limit: the machine's GPU slots)
+CELERY_GPU_QUEUE = "gpu"  #: the Celery queue of GPU steps (one worker per GPU serves it)
+#: tags of every step that runs on a GPU. Celery (step_executor: celery) sends it to the gpu queue;
+#: on Kubernetes (k8s_job_executor / K8sRunLauncher) its pod asks for one GPU and may sit on a
+#: GPU node. Other executors ignore them.
+GPU_STEP_TAGS = {
+    "dagster-celery/queue": CELERY_GPU_QUEUE,
+    "dagster-k8s/config": {
+        "container_config": {"resources": {"limits": {"nvidia.com/gpu": "1"}, "requests": {"nvidia.com/gpu": "1"}}},
+        "pod_spec_config": {"tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]},
+    },
+}
 
 CODE_LOCATION = "rtpipeline"  #: the code location's name (workspace.yaml, the CLI's submissions, its daemon)
 TAG_CLI_SESSION = "rt/cli_session"  #: the `rtpipeline run` invocation that submitted a run

@@ -113,7 +113,7 @@ def scrubber_for_course(data_root, course_key: str, manifest: Manifest | None = 
     if manifest is None:
         return Scrubber(load_site_secret(root))
     rel_paths = [f.path for f in manifest.files]
-    identifiers = DropIndex(root / "index", manifest.drop_root).identifiers(rel_paths)
+    identifiers = DropIndex(data_root.state(), manifest.drop_root).identifiers(rel_paths)
     return Scrubber(load_site_secret(root), manifest.drop_root, rel_paths, identifiers)
 
 

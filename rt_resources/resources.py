@@ -18,19 +18,34 @@ from rt_resources.course_paths import CoursePaths
 from rt_resources.fileio import course_dir
 from rt_resources.ingest.survey import DropSurvey, survey_drop
 from rt_resources.settings import Settings, read_license_key
+from rt_resources.state import ledger_path, state_dir
 
 DEFAULT_QUIET_PERIOD_S = 60.0
 
 
 class DataRoot(ConfigurableResource):
-    """Where every output lives (``courses/``, ``cohort/``, ``index/``); ``$RT_DATA_ROOT``."""
+    """Where every output lives (``courses/``, ``cohort/``, ``logs/``); ``$RT_DATA_ROOT``. The
+    machine-local state (drop index, request ledger, locks) is in :meth:`state` (``$RT_STATE_DIR``)."""
 
-    path: str = Field(description="Folder that holds courses/, cohort/ and the drop index")
+    path: str = Field(description="Folder that holds courses/, cohort/ and logs/")
     key_map: str = Field(default="", description="the key map's file; empty: cohort/courses.parquet")
+    state_dir: str = Field(
+        default="", description="this machine's state folder (empty: <data root>/index, or local on NFS)"
+    )
 
     @property
     def root(self) -> Path:
         return Path(self.path).resolve()
+
+    def state(self) -> Path:
+        """This machine's state folder: drop index, request ledger, locks (:mod:`rt_resources.state`)."""
+        return state_dir(self.root, self.state_dir)
+
+    def ledger(self):
+        """The sensor's request ledger (:mod:`rt_resources.ingest.request_ledger`)."""
+        from rt_resources.ingest.request_ledger import RequestLedger
+
+        return RequestLedger(ledger_path(self.state()))
 
     def key_map_path(self) -> Path:
         """Where the key map (course key -> patient) is written: the one identifying file."""
@@ -63,7 +78,7 @@ class DicomDrop(ConfigurableResource):
         return Path(self.path).resolve()
 
     def survey(self, data_root: DataRoot) -> DropSurvey:
-        return survey_drop(self.root, data_root.root)
+        return survey_drop(self.root, data_root.root, index_dir=data_root.state())
 
 
 class TotalSegmentator(ConfigurableResource):
@@ -179,7 +194,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
     """Resource key -> its configuration, from ``settings`` (no secret: the licence is only named)."""
     ts, rad, seg = settings.totalsegmentator, settings.radiomics, settings.segmentation
     return {
-        "data_root": {"path": settings.data_root, "key_map": settings.key_map},
+        "data_root": {"path": settings.data_root, "key_map": settings.key_map, "state_dir": settings.state_dir},
         "dicom_drop": {"path": settings.drop_root, "quiet_period_s": float(settings.quiet_period_s)},
         "totalsegmentator": {
             "home": ts.home,

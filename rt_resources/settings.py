@@ -112,6 +112,25 @@ class ReceiveSettings(_Section):
     max_associations: int = Field(default=20, ge=1, description="associations at once")
 
 
+class CelerySettings(_Section):
+    """Celery workers (``step_executor: celery``): the broker; GPU steps go to queue ``gpu``
+    (one worker per GPU), the rest to ``cpu_queue``."""
+
+    broker: str = Field(default="redis://127.0.0.1:6379/0", description="Celery broker URL (Redis)")
+    backend: str = Field(default="", description="Celery result backend URL (empty: the broker)")
+    cpu_queue: str = Field(default="cpu", description="queue of every step but those on a GPU (queue gpu)")
+
+
+class GpuSettings(_Section):
+    """The GPUs of one machine that segmentation steps lease, one device per step."""
+
+    devices: list[str] = Field(
+        default_factory=list,
+        description="devices to lease, e.g. [0, 1] (CUDA indices); empty: every CUDA device seen, else one",
+    )
+    per_device: int = Field(default=1, ge=1, le=16, description="segmentations at once on one device")
+
+
 class Settings(_Section):
     """Everything the pipeline can be told. Paths are stored absolute once loaded."""
 
@@ -122,13 +141,26 @@ class Settings(_Section):
         description="the key map: course key -> PatientID, name, study UIDs (mode 0600; empty: "
         "<data_root>/cohort/courses.parquet); put it outside the data root to keep that free of identifiers",
     )
+    state_dir: str = Field(
+        default="",
+        description="machine-local state: the drop index, the request ledger, locks (empty: <data_root>/index, "
+        "or a local folder when the data root is on a network file system)",
+    )
+    drop_full_rescan_s: float = Field(
+        default=3600.0,
+        ge=0,
+        description="seconds between full re-stats of the drop (catches files overwritten in place in "
+        "unchanged folders); ticks in between re-read only folders whose mtime changed (0: every tick)",
+    )
     quiet_period_s: float = Field(default=60.0, ge=0, description="seconds without change before a course starts")
     sensor_interval_s: int = Field(default=30, ge=1, description="seconds between scans of the drop and automation")
     workers: int = Field(
         default=0, ge=0, description="CPU workers of a run: steps at once and pool size (0: cores - 1)"
     )
-    step_executor: Literal["auto", "multiprocess", "in_process"] = Field(
-        default="auto", description="auto: in process with one worker, else multiprocess"
+    step_executor: Literal["auto", "multiprocess", "in_process", "celery"] = Field(
+        default="auto",
+        description="auto: in process with one worker, else multiprocess; celery: steps on Celery workers "
+        "(segmentation on the gpu queue, the rest on cpu; needs a shared instance such as Postgres)",
     )
     step_start_method: Literal["forkserver", "spawn"] = Field(default="forkserver")
     priority: Literal["size", "fifo"] = Field(
@@ -138,6 +170,8 @@ class Settings(_Section):
     radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     segmentation: SegmentationSettings = Field(default_factory=SegmentationSettings)
     receive: ReceiveSettings = Field(default_factory=ReceiveSettings)
+    celery: CelerySettings = Field(default_factory=CelerySettings)
+    gpu: GpuSettings = Field(default_factory=GpuSettings)
 
     def cpu_workers(self) -> int:
         """The run's CPU workers: ``workers`` if set, else CPU cores - 1 (one core stays for the
@@ -154,6 +188,8 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_DATA_ROOT": ("data_root", "path"),
     "RT_DROP_ROOT": ("drop_root", "path"),
     "RT_KEY_MAP": ("key_map", "path"),
+    "RT_STATE_DIR": ("state_dir", "path"),
+    "RT_DROP_FULL_RESCAN_S": ("drop_full_rescan_s", "str"),
     "RT_QUIET_PERIOD_S": ("quiet_period_s", "str"),
     "RT_SENSOR_INTERVAL_S": ("sensor_interval_s", "str"),
     "RT_WORKERS": ("workers", "str"),
@@ -184,6 +220,10 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_RECEIVE_TLS_CA": ("receive.tls_ca", "path"),
     "RT_RECEIVE_STALE_AFTER_H": ("receive.stale_after_h", "str"),
     "RT_RECEIVE_MAX_ASSOCIATIONS": ("receive.max_associations", "str"),
+    "RT_CELERY_BROKER": ("celery.broker", "str"),
+    "RT_CELERY_BACKEND": ("celery.backend", "str"),
+    "RT_GPU_DEVICES": ("gpu.devices", "list"),
+    "RT_SEGMENTATIONS_PER_GPU": ("gpu.per_device", "str"),
 }
 #: fields holding paths: made absolute when loaded, so a run started elsewhere sees the same files
 PATH_FIELDS = [field for field, kind in ENV_FIELDS.values() if kind == "path"]

@@ -62,14 +62,19 @@ def open_instance(home: Path):
 
 
 class DataRootLock:
-    """An exclusive lock on ``<data_root>/.rtpipeline.lock`` for the life of one CLI run.
+    """An exclusive lock on ``<state folder>/.rtpipeline.lock`` for the life of one CLI run (the state
+    folder is machine-local: :mod:`rt_resources.state`; across machines sharing a data root, the run
+    queue's one-run-per-course limit keeps two runs off one course).
 
     A second ``rtpipeline run`` on the same data root refuses at once, naming the holder; the lock
     dies with its process (``kill -9`` included), so a crashed run never blocks the next one.
     ``session`` identifies this CLI run in the tags of the runs it submits."""
 
-    def __init__(self, data_root: Path) -> None:
-        self.path = Path(data_root) / LOCK_FILE
+    def __init__(self, data_root: Path, state: Path | None = None) -> None:
+        self.data_root = Path(data_root)
+        from rt_resources.state import state_dir
+
+        self.path = Path(state if state is not None else state_dir(self.data_root)) / LOCK_FILE
         self.session = uuid.uuid4().hex[:12]
         self._fd: int | None = None
 
@@ -82,7 +87,7 @@ class DataRootLock:
             holder = _read_holder(fd)
             os.close(fd)
             raise DataRootBusy(
-                f"another rtpipeline run is processing {self.path.parent} "
+                f"another rtpipeline run is processing {self.data_root} "
                 f"(pid {holder.get('pid', '?')} on {holder.get('host', '?')}, since {holder.get('started', '?')}): "
                 "wait for it to finish, or give this one another --outdir. Two runs never write one course."
             ) from None

@@ -102,6 +102,7 @@ def parallelization_block(instance, settings: Settings, availability, daemon: st
 def execute(opts: RunOptions) -> int:
     """Index, plan, submit, follow, summarize. See the module docstring for the exit codes."""
     from rt_assets.headless.instance import DataRootBusy, DataRootLock, HomeError, prepare_home, resolve_home
+    from rt_resources.state import state_dir
 
     settings, out = opts.settings, opts.out
     try:
@@ -110,7 +111,7 @@ def execute(opts: RunOptions) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     try:
-        lock = DataRootLock(out).acquire()
+        lock = DataRootLock(out, state_dir(out, settings.state_dir)).acquire()
     except DataRootBusy as exc:
         log.error("%s", exc)
         return EXIT_BUSY
@@ -136,6 +137,7 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
     from rt_resources.ingest.survey import survey_drop
     from rt_resources.resources import resources_from_settings
     from rt_resources.segmentation.availability import segmentation_availability
+    from rt_resources.state import state_dir
 
     settings, drop, out = opts.settings, opts.drop, opts.out
     instance = open_instance(home)
@@ -154,7 +156,7 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
     if not availability.any:
         log.warning("segmentation skipped (no run is launched for it): %s", availability.totalseg_detail)
 
-    survey = survey_drop(drop, out)
+    survey = survey_drop(drop, out, index_dir=state_dir(out, opts.settings.state_dir))
     scan = survey.scan
     log.info(
         "indexed %d files in %.2f s (%d parsed, %d unchanged); %d courses; %d files not used",
@@ -241,11 +243,12 @@ def _submit_and_follow(
     from rt_assets.headless.follow import Follower, Progress, cancel_runs
     from rt_assets.run_tags import course_tags
     from rt_resources.ingest.request_ledger import RequestLedger
+    from rt_resources.state import ledger_path, state_dir
 
     settings, out = opts.settings, opts.out
     config = run_config(settings, opts.verbose)
     base_tags = {TAG_CLI_SESSION: session, TAG_DATA_ROOT: data_root_tag(out), TAG_LAUNCHED_BY: "cli"}
-    ledger = RequestLedger(out / "index" / "sensor_requests.sqlite")
+    ledger = RequestLedger(ledger_path(state_dir(out, settings.state_dir)))
 
     def submit(job: str, course, stage: str, assets=None) -> str:
         tags = {**course_tags(course, "cli", settings.priority, gpu=job == SEGMENTATION_JOB), **base_tags}

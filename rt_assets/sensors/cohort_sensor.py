@@ -15,7 +15,6 @@ from rt_assets.config import current_settings
 from rt_assets.constants import COHORT_JOB, TAG_LAUNCHED_BY, UNFINISHED_RUNS
 from rt_assets.jobs import cohort_job
 from rt_assets.sensors.dicom_drop_sensor import DROP_STATE
-from rt_resources.ingest.request_ledger import RequestLedger
 from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot
 
@@ -63,7 +62,7 @@ def cohort_sensor(context: SensorEvaluationContext, data_root: DataRoot):
         return SkipReason("runs queued or in flight: the cohort tables follow when they are done")
     if not context.instance.get_dynamic_partitions("courses"):
         return SkipReason("no course yet")
-    drop_state = RequestLedger(data_root.root / "index" / "sensor_requests.sqlite").confirmed(0).get(DROP_STATE)
+    drop_state = data_root.ledger().confirmed(0).get(DROP_STATE)
     latest = latest_inputs(context.instance)
     stale = stale_cohort_tables(context.instance, drop_state, latest)
     if not stale:

@@ -17,7 +17,6 @@ from rt_assets.constants import COURSE_JOB
 from rt_assets.jobs import course_job
 from rt_assets.partitions import course_partitions
 from rt_assets.run_tags import course_tags
-from rt_resources.ingest.request_ledger import RequestLedger
 from rt_resources.ingest.survey import course_readiness
 from rt_resources.provenance import digest_of
 from rt_resources.resources import DataRoot, DicomDrop
@@ -55,7 +54,7 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     generation = int(json.loads(context.cursor)["generation"]) if context.cursor else 0
     survey = dicom_drop.survey(data_root)
     now = time.time()
-    ledger = RequestLedger(data_root.root / "index" / "sensor_requests.sqlite")
+    ledger = data_root.ledger()
     done = ledger.confirmed(generation)
 
     ready, waiting = [], []

@@ -15,6 +15,7 @@ import pandas as pd
 from rt_resources.ingest.course_keys import load_site_secret
 from rt_resources.ingest.index import DropIndex, ScanResult, iter_ancestors
 from rt_resources.ingest.linking import Course, LinkResult, link_courses
+from rt_resources.state import state_dir
 
 
 @dataclass
@@ -27,9 +28,13 @@ class DropSurvey:
         return self.links.courses
 
 
-def survey_drop(drop_root: Path, data_root: Path, now: float | None = None) -> DropSurvey:
-    """Scan ``drop_root`` incrementally (index kept under ``data_root/index``) and link courses."""
-    scan = DropIndex(Path(data_root) / "index", Path(drop_root)).scan(now=now)
+def survey_drop(
+    drop_root: Path, data_root: Path, now: float | None = None, index_dir: Path | None = None
+) -> DropSurvey:
+    """Scan ``drop_root`` incrementally (index kept in ``index_dir``, default the data root's state
+    folder: :func:`rt_resources.state.state_dir`) and link courses."""
+    index_dir = Path(index_dir) if index_dir is not None else state_dir(Path(data_root))
+    scan = DropIndex(index_dir, Path(drop_root)).scan(now=now)
     return DropSurvey(scan, link_courses(scan.entries, load_site_secret(Path(data_root))))
 
 

@@ -43,7 +43,7 @@ def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_dro
     path = write_parquet_atomic(data_root.cohort_dir() / "ingest_report.parquet", table)
     paths = list(table["path"])
     scrubber = Scrubber(
-        secret, dicom_drop.root, paths, DropIndex(data_root.root / "index", dicom_drop.root).identifiers(paths)
+        secret, dicom_drop.root, paths, DropIndex(data_root.state(), dicom_drop.root).identifiers(paths)
     )
     shown = table.drop(columns=["path"]).head(50).assign(reason=lambda t: t["reason"].map(scrubber.text))
     return MaterializeResult(

@@ -1,6 +1,7 @@
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
 from rt_assets.automation import after_updates
+from rt_assets.constants import GPU_STEP_TAGS
 from rt_assets.course_inputs import open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
@@ -22,6 +23,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         name="radiomics",
         partitions_def=course_partitions,
         pool=pool,
+        op_tags=GPU_STEP_TAGS if pool else None,
         deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
         code_version="3",
         kinds={"parquet"},

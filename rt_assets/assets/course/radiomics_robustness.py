@@ -1,5 +1,6 @@
 from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, MetadataValue, asset
 
+from rt_assets.constants import GPU_STEP_TAGS
 from rt_assets.course_inputs import course_paths, open_course
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
@@ -20,6 +21,7 @@ def radiomics_robustness_asset(pool: str | None = None) -> AssetsDefinition:
         name="radiomics_robustness",
         partitions_def=course_partitions,
         pool=pool,
+        op_tags=GPU_STEP_TAGS if pool else None,
         deps=["ct_image", "structure_masks"],
         code_version="1",
         kinds={"parquet"},

@@ -13,7 +13,7 @@ from dagster import (
     asset,
 )
 
-from rt_assets.constants import GPU_POOL, SEGMENTATION_GROUP
+from rt_assets.constants import GPU_POOL, GPU_STEP_TAGS, SEGMENTATION_GROUP
 from rt_assets.course_inputs import course_failure, course_paths
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
@@ -34,6 +34,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
         partitions_def=course_partitions,
         deps=["ct_image"],
         pool=GPU_POOL,
+        op_tags=GPU_STEP_TAGS,
         group_name=SEGMENTATION_GROUP,
         code_version="1",
         kinds={"pytorch", "nifti"},

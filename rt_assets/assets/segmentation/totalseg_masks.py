@@ -2,7 +2,7 @@ from pathlib import Path
 
 from dagster import AssetExecutionContext, AutomationCondition, MaterializeResult, MetadataValue, asset
 
-from rt_assets.constants import GPU_POOL
+from rt_assets.constants import GPU_POOL, GPU_STEP_TAGS
 from rt_assets.course_inputs import course_failure, course_paths, open_course
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
@@ -28,6 +28,7 @@ from rt_resources.structures.masks import ROI_INDEX_FILE
     partitions_def=course_partitions,
     deps=["ct_image"],
     pool=GPU_POOL,
+    op_tags=GPU_STEP_TAGS,
     code_version="1",
     kinds={"pytorch", "nifti", "dicom"},
     automation_condition=AutomationCondition.eager(),
