@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DEMO   := $(CURDIR)/demo
 export DAGSTER_HOME := $(CURDIR)/.dagster
 
-.PHONY: setup demo test load-test ui lint bench clean dagster-home browser
+.PHONY: setup demo test load-test cluster-test services ui lint bench clean dagster-home browser
 
 setup: $(VENV)/.installed
 
@@ -32,11 +32,23 @@ demo: setup dagster-home
 	@echo "Open the UI: make ui   (then http://127.0.0.1:3000 -> Assets)"
 
 test: setup browser
-	$(BIN)/python -m pytest -q -m "not load"
+	$(BIN)/python -m pytest -q -m "not load and not cluster"
 
 # 20 courses in three batches through dagster dev's sensors (about 10 min on 2 cores)
 load-test: setup
 	$(BIN)/python -m pytest -q -m load -s
+
+# PostgreSQL + Redis (started by the test on loopback ports, stopped after) and two Celery workers
+# running the demo drop through the daemon; RT_REQUIRE_SERVICES=1 turns a missing service into a failure
+cluster-test: setup services
+	$(BIN)/python -m pytest -q -m cluster -s -p no:cacheprovider
+
+# Debian's postgresql and redis-server for the cluster test: installed when missing (root + apt)
+services:
+	@{ ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && command -v redis-server >/dev/null 2>&1; } || \
+	  { command -v apt-get >/dev/null 2>&1 && [ "$$(id -u)" = 0 ] && \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql redis-server >/dev/null; } || \
+	  echo "postgresql/redis-server not installed: the cluster test will be skipped"
 
 # Debian's chromium for the UI test (tests/e2e/test_ui_previews.py); skipped where it cannot be installed
 browser:

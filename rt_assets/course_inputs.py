@@ -9,7 +9,7 @@ from dagster import AssetExecutionContext, Failure
 
 from rt_resources.course_paths import CoursePaths
 from rt_resources.dicom.sop_classes import Kind
-from rt_resources.ingest.manifest import Manifest, ManifestError, ManifestFile, read_manifest, source_files
+from rt_resources.ingest.manifest import Manifest, ManifestError, ManifestFile, source_files
 from rt_resources.resources import DataRoot
 
 
@@ -46,7 +46,11 @@ def open_course(context: AssetExecutionContext, data_root: DataRoot) -> CourseIn
     or one that cannot be read)."""
     paths = course_paths(context, data_root)
     try:
-        manifest = read_manifest(paths.root)
+        data_root.check_mounted()
+    except FileNotFoundError as exc:
+        raise course_failure(paths.key, exc) from exc
+    try:
+        manifest = data_root.read_manifest(paths.key)
     except ManifestError as exc:
         raise course_failure(paths.key, exc) from exc
     return CourseInputs(paths.key, paths, manifest)

@@ -42,7 +42,7 @@ from dagster import (
 
 from rt_resources.ingest.course_keys import load_site_secret
 from rt_resources.ingest.manifest import Manifest
-from rt_resources.privacy import Scrubber
+from rt_resources.privacy import Scrubber, identifiers_from_headers
 
 ERRORS_DIR = "logs/errors"  #: under the data root: full tracebacks of failed steps (local only)
 
@@ -102,18 +102,20 @@ def scrubber_for_course(data_root, course_key: str, manifest: Manifest | None = 
     """The course's scrubber: its files (from the manifest) and the identifiers the drop index
     recorded for them."""
     from rt_resources.ingest.index import DropIndex
-    from rt_resources.ingest.manifest import ManifestError, read_manifest
+    from rt_resources.ingest.manifest import ManifestError
 
     root = data_root.root
     if manifest is None:
         try:
-            manifest = read_manifest(data_root.course_dir(course_key))
+            manifest = data_root.read_manifest(course_key)
         except (ManifestError, ValueError, OSError):
             manifest = None
     if manifest is None:
         return Scrubber(load_site_secret(root))
     rel_paths = [f.path for f in manifest.files]
     identifiers = DropIndex(data_root.state(), manifest.drop_root).identifiers(rel_paths)
+    if rel_paths and not identifiers:  # this machine's index does not know the course: read the headers
+        identifiers = identifiers_from_headers(manifest.drop_root, rel_paths)
     return Scrubber(load_site_secret(root), manifest.drop_root, rel_paths, identifiers)
 
 
@@ -154,22 +156,27 @@ def scrub_event(scrubber: Scrubber, event: Any) -> Any:
     return event
 
 
-def _failure(context, data_root, scrubber: Scrubber, exc: BaseException) -> Failure:
-    if isinstance(exc, Failure):
-        return Failure(
-            description=scrubber.text(exc.description or ""),
-            metadata=_metadata(scrubber, exc.metadata),
-            allow_retries=exc.allow_retries,
-        )
-    where = ""
-    try:  # the whole story, locally, for whoever may read the data root
+def _error_log(context, data_root, text: str, label: str) -> str:
+    """Write ``text`` to ``<data root>/logs/errors/`` (local, for whoever may read the data root);
+    returns the note naming it, or "" when it cannot be written."""
+    try:
         folder = data_root.root / ERRORS_DIR
         folder.mkdir(parents=True, exist_ok=True)
         name = f"{context.run_id[:8]}-{context.asset_key.to_user_string()}-{context.partition_key}.log"
-        (folder / name).write_text("".join(traceback.format_exception(exc)))
-        where = f" (traceback: <data root>/{ERRORS_DIR}/{name})"
+        (folder / name).write_text(text)
+        return f" ({label}: <data root>/{ERRORS_DIR}/{name})"
     except Exception:  # logging the error must never hide it
-        pass
+        return ""
+
+
+def _failure(context, data_root, scrubber: Scrubber, exc: BaseException) -> Failure:
+    if isinstance(exc, Failure):
+        description = exc.description or ""
+        shown = scrubber.text(description)
+        if shown != description:  # what was scrubbed (a path under the drop) stays readable locally
+            shown += _error_log(context, data_root, description + "\n", "unscrubbed")
+        return Failure(description=shown, metadata=_metadata(scrubber, exc.metadata), allow_retries=exc.allow_retries)
+    where = _error_log(context, data_root, "".join(traceback.format_exception(exc)), "traceback")
     return Failure(description=scrubber.text(f"course {context.partition_key}: {type(exc).__name__}: {exc}") + where)
 
 

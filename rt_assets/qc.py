@@ -9,14 +9,14 @@ course's downstream steps in that run do not run; the other courses' runs are no
 
 Running the checks inside the asset's step (rather than as separate check steps) costs no
 extra process per check under the multiprocess executor. Each asset also writes its verdicts
-to ``courses/<key>/qc/<asset>.json`` and the merged ``courses/<key>/qc.json`` (under a file
-lock, as steps of one course may finish together); ``cohort_qc`` stacks the courses' qc.json.
+to ``courses/<key>/qc/<asset>.json`` and the merged ``courses/<key>/qc.json`` (without a lock, as
+the course folder may be on NFS: see :func:`record`); ``cohort_qc`` stacks the courses' qc.json.
 """
 
 from __future__ import annotations
 
-import fcntl
 import json
+import logging
 from collections.abc import Callable
 from pathlib import Path
 
@@ -24,6 +24,8 @@ from dagster import AssetCheckResult, AssetCheckSeverity, AssetCheckSpec, AssetE
 
 from rt_resources.fileio import write_json_atomic
 from rt_resources.qc.results import ERROR, QcResult, from_dict, qc_json, run_guarded, to_dict
+
+log = logging.getLogger("rtpipeline.qc")
 
 QC_DIR = "qc"
 QC_FILE = "qc.json"
@@ -120,18 +122,47 @@ def blocking_failures(asset: str, results: list[QcResult]) -> list[QcResult]:
     return [r for r in results if not r.passed and r.severity == ERROR and r.name in blocking]
 
 
-def record(course_dir: Path, asset: str, results: list[QcResult]) -> Path:
-    """Write ``qc/<asset>.json`` and rebuild ``qc.json`` from every asset's part."""
+def _parts_state(parts: Path) -> tuple:
+    """What the parts are now: (name, size, mtime_ns) of each, sorted."""
+    out = []
+    for part in sorted(parts.glob("*.json")):
+        if part.name.startswith("."):  # another writer's part on its way (fileio.atomic_path)
+            continue
+        try:
+            st = part.stat()
+        except FileNotFoundError:
+            continue
+        out.append((part.name, st.st_ino, st.st_size, st.st_mtime_ns))  # a rename gives a new inode
+    return tuple(out)
+
+
+def record(course_dir: Path, asset: str, results: list[QcResult], max_rounds: int = 20) -> Path:
+    """Write ``qc/<asset>.json`` and rebuild ``qc.json`` from every asset's part.
+
+    No lock (the course folder may be on a network file system shared by workers on several
+    machines): each part and ``qc.json`` are written by rename, and after writing ``qc.json`` the
+    writer checks that the parts are still those it merged, merging again if another step wrote
+    one meanwhile. The last rename is then always a merge of every part (a writer whose merge
+    missed a part sees the change and writes again, after the other writer's part)."""
     course_dir = Path(course_dir)
     parts = course_dir / QC_DIR
     parts.mkdir(parents=True, exist_ok=True)
     write_json_atomic(parts / f"{asset}.json", [to_dict(r) for r in results])
-    with open(parts / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    for _ in range(max_rounds):
+        before = _parts_state(parts)
         merged: list[QcResult] = []
-        for part in sorted(parts.glob("*.json")):
-            merged += [from_dict(d) for d in json.loads(part.read_text())]
-        return write_json_atomic(course_dir / QC_FILE, qc_json(merged, course_key=course_dir.name))
+        for name, *_ in before:
+            try:
+                merged += [from_dict(d) for d in json.loads((parts / name).read_text())]
+            except FileNotFoundError:
+                continue
+        path = write_json_atomic(course_dir / QC_FILE, qc_json(merged, course_key=course_dir.name))
+        if _parts_state(parts) == before:
+            return path
+    log.warning(
+        "qc.json of %s: the parts kept changing over %d merges; the last one is kept", course_dir.name, max_rounds
+    )
+    return path
 
 
 def _metadata_value(value):

@@ -104,3 +104,27 @@ class Scrubber:
         if isinstance(obj, list | tuple):
             return type(obj)(self.value(v) for v in obj)
         return obj
+
+
+def identifiers_from_headers(drop_root: Path, rel_paths: Iterable[str]) -> set[str]:
+    """PatientID and PatientName read from the files' headers themselves: for a machine whose drop
+    index does not know these files (a worker with its own state folder, see
+    :mod:`rt_resources.state`). A course is one patient's, so one header per folder is read (every
+    folder, so a course spread over folders still gives every spelling of the name)."""
+    import pydicom
+
+    found: set[str] = set()
+    seen_dirs: set[str] = set()
+    for rel in rel_paths:
+        folder = str(Path(rel).parent)
+        if folder in seen_dirs:
+            continue
+        seen_dirs.add(folder)
+        try:
+            ds = pydicom.dcmread(
+                Path(drop_root) / rel, stop_before_pixels=True, specific_tags=["PatientID", "PatientName"]
+            )
+        except Exception:  # unreadable here: the step that reads it reports it
+            continue
+        found |= {str(v) for v in (ds.get("PatientID", ""), ds.get("PatientName", "")) if v and str(v)}
+    return found

@@ -16,9 +16,10 @@ from pydantic import Field
 
 from rt_resources.course_paths import CoursePaths
 from rt_resources.fileio import course_dir
+from rt_resources.gpu_leases import GpuConfig
 from rt_resources.ingest.survey import DropSurvey, survey_drop
 from rt_resources.settings import Settings, read_license_key
-from rt_resources.state import ledger_path, state_dir
+from rt_resources.state import ledger_path, state_dir, worker_mounts
 
 DEFAULT_QUIET_PERIOD_S = 60.0
 
@@ -35,7 +36,8 @@ class DataRoot(ConfigurableResource):
 
     @property
     def root(self) -> Path:
-        return Path(self.path).resolve()
+        """The data root as this machine mounts it (``RT_WORKER_DATA_ROOT`` on a worker whose mount differs)."""
+        return Path(worker_mounts()[0] or self.path).resolve()
 
     def state(self) -> Path:
         """This machine's state folder: drop index, request ledger, locks (:mod:`rt_resources.state`)."""
@@ -58,6 +60,25 @@ class DataRoot(ConfigurableResource):
         """Every output path of the course ``key``."""
         return CoursePaths.under(self.root, key)
 
+    def check_mounted(self) -> None:
+        """Raise ``FileNotFoundError`` naming the data root and this host when it is not there (a
+        worker without the shared data root mounted)."""
+        if not self.root.is_dir():
+            import socket
+
+            raise FileNotFoundError(
+                f"data root {self.root} does not exist on {socket.gethostname()}: mount the shared data root "
+                "there (same path), or set RT_DATA_ROOT to where this worker mounts it"
+            )
+
+    def read_manifest(self, key: str):
+        """The course's manifest, its drop root mapped to this machine's mount of the drop."""
+        from rt_resources.ingest.manifest import read_manifest
+
+        manifest = read_manifest(self.course_dir(key))
+        drop_mount = worker_mounts()[1]
+        return manifest.on_drop(Path(drop_mount)) if drop_mount else manifest
+
     def cohort_dir(self) -> Path:
         return self.root / "cohort"
 
@@ -70,15 +91,41 @@ class DicomDrop(ConfigurableResource):
         default=DEFAULT_QUIET_PERIOD_S,
         description="Seconds without change before a course starts (a _COMPLETE file skips the wait)",
     )
+    full_rescan_s: float = Field(
+        default=3600.0,
+        description="Seconds between full re-stats of the drop; scans in between list only folders that "
+        "changed (0: every scan; RT_DROP_FULL_RESCAN_S)",
+    )
 
     @property
     def root(self) -> Path:
         if not self.path:
             raise ValueError("no drop folder configured: set RT_DROP_ROOT or the dicom_drop resource's path")
-        return Path(self.path).resolve()
+        return Path(worker_mounts()[1] or self.path).resolve()  # RT_WORKER_DROP_ROOT: this machine's mount
 
-    def survey(self, data_root: DataRoot) -> DropSurvey:
-        return survey_drop(self.root, data_root.root, index_dir=data_root.state())
+    def refresh(self, data_root: DataRoot):
+        """Bring the drop's index up to date without loading it: a
+        :class:`~rt_resources.ingest.index.Refresh` (its ``token`` changes when the drop did)."""
+        from rt_resources.ingest.survey import refresh_drop
+
+        return refresh_drop(
+            self.root,
+            data_root.root,
+            index_dir=data_root.state(),
+            full_rescan_s=self.full_rescan_s,
+            hot_s=self.quiet_period_s,  # a course's folders are re-listed until it is ready
+        )
+
+    def survey(self, data_root: DataRoot, refreshed=None) -> DropSurvey:
+        """The drop's courses; ``refreshed`` (what :meth:`refresh` just returned): not refreshed again."""
+        return survey_drop(
+            self.root,
+            data_root.root,
+            index_dir=data_root.state(),
+            full_rescan_s=self.full_rescan_s,
+            hot_s=self.quiet_period_s,
+            refreshed=refreshed,
+        )
 
 
 class TotalSegmentator(ConfigurableResource):
@@ -194,8 +241,16 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
     """Resource key -> its configuration, from ``settings`` (no secret: the licence is only named)."""
     ts, rad, seg = settings.totalsegmentator, settings.radiomics, settings.segmentation
     return {
-        "data_root": {"path": settings.data_root, "key_map": settings.key_map, "state_dir": settings.state_dir},
-        "dicom_drop": {"path": settings.drop_root, "quiet_period_s": float(settings.quiet_period_s)},
+        "data_root": {
+            "path": settings.data_root,
+            "key_map": settings.key_map,
+            "state_dir": settings.state_dir,
+        },
+        "dicom_drop": {
+            "path": settings.drop_root,
+            "quiet_period_s": float(settings.quiet_period_s),
+            "full_rescan_s": float(settings.drop_full_rescan_s),
+        },
         "totalsegmentator": {
             "home": ts.home,
             "task": ts.task,
@@ -220,6 +275,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "device": ts.device,
         },
         "compute": {"workers": settings.cpu_workers()},
+        "gpu": {"devices": [str(d) for d in settings.gpu.devices], "per_device": settings.gpu.per_device},
     }
 
 
@@ -231,6 +287,7 @@ RESOURCE_TYPES: dict[str, type[ConfigurableResource]] = {
     "robustness_config": RobustnessConfig,
     "segmentation_config": SegmentationConfig,
     "compute": ComputeConfig,
+    "gpu": GpuConfig,
 }
 
 

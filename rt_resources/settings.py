@@ -146,6 +146,15 @@ class Settings(_Section):
         description="machine-local state: the drop index, the request ledger, locks (empty: <data_root>/index, "
         "or a local folder when the data root is on a network file system)",
     )
+    worker_data_root: str = Field(
+        default="",
+        description="this machine's mount of the shared data root, where it differs from the path runs "
+        "are given (a Celery/k8s worker); read where a step runs, never sent as run config",
+    )
+    worker_drop_root: str = Field(
+        default="",
+        description="this machine's mount of the drop, where it differs (manifests list drop-relative paths)",
+    )
     drop_full_rescan_s: float = Field(
         default=3600.0,
         ge=0,
@@ -157,10 +166,11 @@ class Settings(_Section):
     workers: int = Field(
         default=0, ge=0, description="CPU workers of a run: steps at once and pool size (0: cores - 1)"
     )
-    step_executor: Literal["auto", "multiprocess", "in_process", "celery"] = Field(
+    step_executor: Literal["auto", "multiprocess", "in_process", "celery", "k8s"] = Field(
         default="auto",
         description="auto: in process with one worker, else multiprocess; celery: steps on Celery workers "
-        "(segmentation on the gpu queue, the rest on cpu; needs a shared instance such as Postgres)",
+        "(GPU steps on queue gpu, the rest on celery.cpu_queue); k8s: one Kubernetes job per step; "
+        "celery and k8s need an instance every worker reaches (Postgres)",
     )
     step_start_method: Literal["forkserver", "spawn"] = Field(default="forkserver")
     priority: Literal["size", "fifo"] = Field(
@@ -189,6 +199,8 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_DROP_ROOT": ("drop_root", "path"),
     "RT_KEY_MAP": ("key_map", "path"),
     "RT_STATE_DIR": ("state_dir", "path"),
+    "RT_WORKER_DATA_ROOT": ("worker_data_root", "path"),
+    "RT_WORKER_DROP_ROOT": ("worker_drop_root", "path"),
     "RT_DROP_FULL_RESCAN_S": ("drop_full_rescan_s", "str"),
     "RT_QUIET_PERIOD_S": ("quiet_period_s", "str"),
     "RT_SENSOR_INTERVAL_S": ("sensor_interval_s", "str"),

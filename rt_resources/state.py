@@ -17,6 +17,7 @@ written only by the sensors and ``rtpipeline run``, which run beside the daemon.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 
@@ -62,6 +63,18 @@ def state_dir(data_root: Path, configured: str | Path = "", mounts_file: Path = 
     if on_network_fs(root, mounts_file):
         return local_state_default(root)
     return root / "index"
+
+
+@functools.lru_cache(maxsize=1)
+def worker_mounts() -> tuple[str, str]:
+    """``(data root, drop)`` as this machine mounts them, when its settings say so
+    (``RT_WORKER_DATA_ROOT``, ``RT_WORKER_DROP_ROOT``: a worker whose mounts differ from the paths
+    the runs were given); ``("", "")`` otherwise. Read once per process, where the step runs: run
+    config from another machine never overrides them."""
+    from rt_resources.settings import load_settings
+
+    settings = load_settings()
+    return settings.worker_data_root, settings.worker_drop_root
 
 
 def ledger_path(state: Path) -> Path:

@@ -66,11 +66,12 @@ def parallelization_block(instance, settings: Settings, availability, daemon: st
 
     cores = os.cpu_count() or 1
     workers = settings.cpu_workers()
-    steps = (
-        "steps in process (a process per step would only add start-up)"
-        if executor_kind(settings) == "in_process"
-        else f"{workers} steps at once, forked from a preloaded forkserver"
-    )
+    kind = executor_kind(settings)
+    steps = {
+        "in_process": "steps in process (a process per step would only add start-up)",
+        "celery": f"steps on Celery workers via {settings.celery.broker} (GPU steps on queue gpu)",
+        "k8s": "one Kubernetes job per step",
+    }.get(kind, f"{workers} steps at once, forked from a preloaded forkserver")
     try:
         runs_at_once = instance.get_concurrency_config().run_queue_config.max_concurrent_runs
     except Exception:  # an instance without a run queue config
@@ -128,19 +129,30 @@ def execute(opts: RunOptions) -> int:
 
 
 def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
+    from rt_assets.gpu_pool import ensure_gpu_pool
     from rt_assets.headless.daemon import running_daemon
-    from rt_assets.headless.instance import open_instance
     from rt_assets.headless.plan import Planner
+    from rt_assets.headless.preflight import ServiceDown, open_checked, preflight
     from rt_assets.headless.recovery import recover
     from rt_assets.headless.submit import Submitter
     from rt_assets.partitions import course_partitions
+    from rt_resources.gpu_leases import gpu_slots
     from rt_resources.ingest.survey import survey_drop
     from rt_resources.resources import resources_from_settings
     from rt_resources.segmentation.availability import segmentation_availability
     from rt_resources.state import state_dir
 
     settings, drop, out = opts.settings, opts.drop, opts.out
-    instance = open_instance(home)
+    try:
+        instance = open_checked(home)
+        preflight(instance, settings)
+    except ServiceDown as exc:
+        log.error("%s", exc)
+        return EXIT_USAGE
+    if settings.step_executor not in ("celery", "k8s"):  # a cluster's pool is its GPU workers': set by hand
+        gpu_warning = ensure_gpu_pool(instance, gpu_slots(settings.gpu).count)  # pool gpu = this machine's slots
+        if gpu_warning:
+            log.warning("%s", gpu_warning)
     availability = segmentation_availability(settings)
     live = running_daemon(instance, home)
     if opts.no_wait and not live:

@@ -35,6 +35,15 @@ def course_run_key(course_key: str, fingerprint: str) -> str:
     return f"{course_key}:{fingerprint[:16]}"
 
 
+def read_cursor(cursor: str | None) -> tuple[int, str, bool]:
+    """``(generation, index token, courses waiting)`` of a tick's cursor. A cursor of an earlier
+    version (``{"generation": N}``) names no index version: the next tick is a full one."""
+    if not cursor:
+        return 0, "", True
+    data = json.loads(cursor)
+    return int(data["generation"]), str(data.get("index", "")), bool(data.get("waiting", True))
+
+
 @sensor(
     jobs=[course_job],
     minimum_interval_seconds=current_settings().sensor_interval_s,
@@ -46,13 +55,30 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     the same tick. The run key fingerprints the course's content: a re-sent, changed course
     runs again; an unchanged one never does. Unusable files go to ingest_report: this sensor notes
     the drop's state in its ledger, and cohort_sensor rebuilds the cohort tables once no run is in
-    flight (never beside course runs still writing)."""
+    flight (never beside course runs still writing).
+
+    A tick's cost follows what changed: it first refreshes the drop's index (only folders that
+    changed are listed; every file is re-stat-ed every ``full_rescan_s``, see
+    :mod:`rt_resources.ingest.index`). When the index is as the last committed tick saw it (the
+    cursor keeps its token) and that tick left no course waiting for its quiet period, a full tick
+    would request nothing: the tick ends there, keeping the cursor, without loading the index,
+    linking courses or writing the ledger."""
     if not dicom_drop.path:
         return SkipReason("no drop folder configured (set RT_DROP_ROOT)")
     if not dicom_drop.root.is_dir():
         return SkipReason(f"drop folder {dicom_drop.root} does not exist yet")
-    generation = int(json.loads(context.cursor)["generation"]) if context.cursor else 0
-    survey = dicom_drop.survey(data_root)
+    generation, seen_token, was_waiting = read_cursor(context.cursor)
+    refreshed = dicom_drop.refresh(data_root)
+    if seen_token and refreshed.token == seen_token and not was_waiting:
+        return SensorResult(
+            skip_reason=SkipReason(
+                f"drop unchanged since the last tick: {refreshed.n_files} files in {refreshed.n_dirs} folders "
+                f"({refreshed.n_listed} listed, 0 parsed this tick{', full re-stat' if refreshed.full else ''}); "
+                "no course waiting for quiet"
+            ),
+            cursor=context.cursor,
+        )
+    survey = dicom_drop.survey(data_root, refreshed=refreshed)
     now = time.time()
     ledger = data_root.ledger()
     done = ledger.confirmed(generation)
@@ -86,7 +112,7 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     state = drop_state(survey)
     if done.get(DROP_STATE) != state:  # generation 0: always among the confirmed; no write when unchanged
         ledger.record({DROP_STATE: state}, 0)
-    cursor = json.dumps({"generation": next_generation})
+    cursor = json.dumps({"generation": next_generation, "index": survey.scan.token, "waiting": len(waiting)})
     if not requests and not new_keys:
         return SensorResult(
             skip_reason=SkipReason(

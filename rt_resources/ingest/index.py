@@ -1,51 +1,74 @@
-"""Incremental index of a DICOM drop folder, persisted in the data root.
+"""Incremental index of a DICOM drop folder, persisted in the state folder.
 
-One walk of the drop per scan: every file is ``stat``-ed, and only files that are new
-or whose size or mtime changed are read (once: hashed and header-parsed, never pixel
-decoded). The index is a SQLite file under ``<data_root>/index/`` so the sensor, the
-CLI and asset steps share it across processes. The drop folder is only ever read.
+Only files that are new or whose size or mtime changed are read (once: hashed and header-parsed,
+never pixel decoded). The index is a SQLite file in the state folder (:mod:`rt_resources.state`)
+so the sensor, the CLI and asset steps share it across processes. The drop folder is only ever read.
+
+How much of the drop a scan looks at (:meth:`DropIndex.refresh`):
+
+* a *full re-stat* lists every folder and stats every file: its cost follows the archive's size
+  (~20 µs a file). It runs on the first scan, when ``full_rescan_s`` seconds have passed since the
+  last one, and on every scan when ``full_rescan_s`` is 0 (the default of :meth:`DropIndex.scan`;
+  the sensor and the assets use ``RT_DROP_FULL_RESCAN_S``, default an hour);
+* a *quick* scan in between stats only the folders it knows (table ``dirs``). A folder whose
+  ``(mtime, ctime)`` is what its last listing recorded is not listed and its files are not
+  stat-ed: their rows are trusted, and its known subfolders are visited the same way. Adding,
+  removing or renaming a file (also replacing one by rename, and copy tools that set the folder's
+  mtime back: that changes its ctime) changes its folder, which is then listed and its files
+  compared as in a full re-stat; a folder that is gone takes its files' rows with it. A folder is
+  also listed again while its last listing was *racy* (the folder had changed less than
+  :data:`RACY_S` before: a second change within the timestamps' granularity would not show) or
+  *hot*: a folder where a listing found a change is listed again on every scan until a listing
+  more than ``hot_s`` seconds after that change (at least one) finds nothing new. A file still
+  being written grows in place, which does not touch its folder; the sensor passes its quiet
+  period as ``hot_s``, so a course's folders are watched until the course is ready.
+
+What a quick scan misses until the next full re-stat: a file overwritten *in place* (same path,
+no rename) in a folder that has settled, a change behind a symbolic link to a file, and changes
+in a folder on a file system whose clock runs more than :data:`RACY_S` behind this machine's.
+
+Every change written to the index bumps its version; :attr:`Refresh.token` names it, so a reader
+(the sensor) tells "nothing changed since I last looked" from a refresh alone, without loading
+the rows, whichever process ran the scan that found the change.
 """
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
 import sqlite3
+import stat
 import time
+import uuid
+from collections import defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from rt_resources.dicom.header import HeaderError, HeaderRecord, read_header, sha256_bytes
+from rt_resources.dicom.header import HeaderRecord
+from rt_resources.ingest.drop_files import (  # noqa: F401 (re-exported: the index's public names)
+    COMPLETE_MARKER,
+    PARALLEL_MIN_FILES,
+    RECEIVER_FOLDER,
+    FileEntry,
+    join_rel,
+    list_folder,
+    parent_rel,
+    read_entries,
+    read_entry,
+    walk_drop,
+)
 
-#: a file of this name in a drop folder says "this folder is complete": skip the quiet period
-COMPLETE_MARKER = "_COMPLETE"
-#: the DICOM receiver's own folder at the drop root (staging of associations in progress or aborted,
-#: its log); never indexed: what is there is not complete (see :mod:`rt_resources.receive`)
-RECEIVER_FOLDER = ".rtpipeline-receive"
+#: a folder that changed less than this many seconds before it was listed is listed again on the
+#: next scan (file systems keep timestamps at a granularity of up to 2 s: FAT, HFS+, some NFS)
+RACY_S = 2.0
 
 _COLUMNS = (
     "path size mtime_ns seen_at sha256 error kind sop_class_uid sop_instance_uid modality "
     "patient_id patient_name study_uid series_uid for_uid info"
 ).split()
-
-
-@dataclass
-class FileEntry:
-    """One file of the drop as the index knows it."""
-
-    path: str  #: POSIX path relative to the drop root
-    size: int
-    mtime_ns: int
-    seen_at: float  #: epoch seconds when a scan first saw this version of the file
-    sha256: str
-    header: HeaderRecord | None  #: None when the file is not usable
-    error: str | None = None  #: why the file is not usable
-
-    @property
-    def ok(self) -> bool:
-        return self.header is not None
 
 
 @dataclass
@@ -58,6 +81,29 @@ class ScanResult:
     n_parsed: int = 0
     n_removed: int = 0
     seconds: float = 0.0
+    token: str = ""  #: the index's version when these entries were loaded (:attr:`Refresh.token`)
+    full: bool = True  #: whether the scan re-stat-ed every file
+
+
+@dataclass
+class Refresh:
+    """What one refresh of the index did (:meth:`DropIndex.refresh`); no entry is loaded."""
+
+    token: str  #: names the index's content: changes whenever a scan writes a change
+    full: bool  #: a full re-stat (every folder listed, every file stat-ed)
+    n_files: int  #: files of the drop (in the index) after the refresh
+    n_dirs: int  #: folders of the drop
+    n_listed: int  #: folders listed (the others were unchanged: their files were not stat-ed)
+    n_stat: int  #: files stat-ed
+    n_parsed: int  #: files read and parsed (new or changed)
+    n_removed: int  #: rows removed (file or folder gone)
+    markers_changed: bool  #: a _COMPLETE marker appeared or went
+    seconds: float
+
+    @property
+    def changed(self) -> bool:
+        """Whether this refresh found anything: a file added, changed or removed, a marker."""
+        return bool(self.n_parsed or self.n_removed or self.markers_changed)
 
 
 def index_path_for(index_dir: Path, drop_root: Path) -> Path:
@@ -66,82 +112,28 @@ def index_path_for(index_dir: Path, drop_root: Path) -> Path:
     return index_dir / f"drop-{digest}.sqlite"
 
 
-def walk_drop(drop_root: Path) -> tuple[list[tuple[str, int, int]], set[str]]:
-    """List ``(relative path, size, mtime_ns)`` of every regular file, and marker folders.
+@dataclass
+class _Dir:
+    """A folder as its last listing saw it (a row of the ``dirs`` table)."""
 
-    Symbolic links to folders are not followed (no loops); hidden folders are walked, except the
-    receiver's staging folder at the drop root (:data:`RECEIVER_FOLDER`).
-    """
-    files: list[tuple[str, int, int]] = []
-    markers: set[str] = set()
-    stack = [drop_root]
-    while stack:
-        folder = stack.pop()
-        try:
-            entries = list(os.scandir(folder))
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir(follow_symlinks=False):
-                if not (folder == drop_root and entry.name == RECEIVER_FOLDER):
-                    stack.append(Path(entry.path))
-                continue
-            if not entry.is_file():
-                continue
-            rel = Path(entry.path).relative_to(drop_root).as_posix()
-            if entry.name == COMPLETE_MARKER:
-                markers.add(str(Path(rel).parent.as_posix()))
-                continue
-            try:
-                st = entry.stat()
-            except OSError:
-                continue
-            files.append((rel, st.st_size, st.st_mtime_ns))
-    files.sort()
-    return files, markers
+    mtime_ns: int
+    ctime_ns: int
+    n_files: int
+    marker: bool
+    checked_at: float  #: scan time of its last listing
+    changed_at: float | None  #: scan time of the last listing that found a change in it
+
+    def settled(self, st: os.stat_result, hot_s: float) -> bool:
+        """Whether its files' rows can be trusted without listing it again."""
+        if (st.st_mtime_ns, st.st_ctime_ns) != (self.mtime_ns, self.ctime_ns):
+            return False
+        if max(self.mtime_ns, self.ctime_ns) / 1e9 > self.checked_at - RACY_S:
+            return False  # racy: it may have changed again within the same timestamp
+        # hot: listed again until a listing more than hot_s after a change (at least one) finds nothing
+        return self.changed_at is None or self.checked_at - self.changed_at > hot_s
 
 
-def read_entry(drop_root: Path, rel: str, size: int, mtime_ns: int, now: float) -> FileEntry:
-    """Read one file once: hash its bytes and parse its header."""
-    try:
-        data = (drop_root / rel).read_bytes()
-    except OSError as exc:
-        return FileEntry(rel, size, mtime_ns, now, "", None, f"cannot read file: {exc.strerror or exc}")
-    digest = sha256_bytes(data)
-    try:
-        header = read_header(data)
-    except HeaderError as exc:
-        return FileEntry(rel, size, mtime_ns, now, digest, None, str(exc))
-    return FileEntry(rel, size, mtime_ns, now, digest, header, None)
-
-
-#: read files in parallel processes once at least this many need parsing (a cold scan)
-PARALLEL_MIN_FILES = 400
-
-
-def _read_batch(drop_root: Path, batch: list[tuple[str, int, int]], now: float) -> list[FileEntry]:
-    return [read_entry(drop_root, rel, size, mtime_ns, now) for rel, size, mtime_ns in batch]
-
-
-def read_entries(
-    drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None = None
-) -> list[FileEntry]:
-    """Read ``files`` (in order); across ``workers`` processes when there are many.
-
-    ``workers`` defaults to the CPU count (at most 8). Header parsing is CPU-bound Python,
-    so processes, not threads; small batches (an incremental scan) stay in process.
-    """
-    workers = workers or min(8, os.cpu_count() or 1)
-    if workers <= 1 or len(files) < PARALLEL_MIN_FILES:
-        return _read_batch(drop_root, files, now)
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    size = max(50, len(files) // (workers * 4))
-    batches = [files[i : i + size] for i in range(0, len(files), size)]
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = pool.map(_read_batch, [drop_root] * len(batches), batches, [now] * len(batches))
-        return [entry for batch in results for entry in batch]
+_DIR_COLUMNS = "path, mtime_ns, ctime_ns, n_files, marker, checked_at, changed_at"
 
 
 class DropIndex:
@@ -160,8 +152,19 @@ class DropIndex:
             "CREATE TABLE IF NOT EXISTS files (path TEXT PRIMARY KEY, size INTEGER, "
             "mtime_ns INTEGER, seen_at REAL, sha256 TEXT, error TEXT, kind TEXT, "
             "sop_class_uid TEXT, sop_instance_uid TEXT, modality TEXT, patient_id TEXT, "
-            "patient_name TEXT, study_uid TEXT, series_uid TEXT, for_uid TEXT, info TEXT)"
+            "patient_name TEXT, study_uid TEXT, series_uid TEXT, for_uid TEXT, info TEXT, dir TEXT)"
         )
+        if "dir" not in {row[1] for row in con.execute("PRAGMA table_info(files)")}:
+            _add_dir_column(con)  # an index written before folders were tracked
+        con.execute("CREATE INDEX IF NOT EXISTS files_dir ON files (dir)")
+        con.execute(
+            "CREATE TABLE IF NOT EXISTS dirs (path TEXT PRIMARY KEY, mtime_ns INTEGER, ctime_ns INTEGER, "
+            "n_files INTEGER, marker INTEGER, checked_at REAL, changed_at REAL)"
+        )
+        con.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        if con.execute("SELECT 1 FROM meta WHERE key = 'index_id'").fetchone() is None:
+            with con:  # names this index: a rebuilt one never repeats an old token
+                con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('index_id', ?)", (uuid.uuid4().hex,))
         return con
 
     def load(self) -> dict[str, FileEntry]:
@@ -172,6 +175,22 @@ class DropIndex:
         finally:
             con.close()
         return {row[0]: _from_row(row) for row in rows}
+
+    def markers(self) -> set[str]:
+        """Relative folders holding a ``_COMPLETE`` marker, as the last scan saw them."""
+        con = self._connect()
+        try:
+            return {row[0] for row in con.execute("SELECT path FROM dirs WHERE marker")}
+        finally:
+            con.close()
+
+    def token(self) -> str:
+        """The index's current version (see :attr:`Refresh.token`)."""
+        con = self._connect()
+        try:
+            return _token(con)
+        finally:
+            con.close()
 
     def identifiers(self, paths: list[str]) -> set[str]:
         """The PatientIDs and PatientNames recorded for these drop-relative paths (to scrub them
@@ -192,45 +211,182 @@ class DropIndex:
             con.close()
         return found
 
-    def scan(self, now: float | None = None) -> ScanResult:
-        """Walk the drop, parse what is new or changed, persist, and return every entry."""
+    def scan(self, now: float | None = None, full_rescan_s: float = 0.0, hot_s: float = 0.0) -> ScanResult:
+        """Refresh the index (:meth:`refresh`: by default a full re-stat), persist, and return every entry."""
+        return self.result(self.refresh(now, full_rescan_s, hot_s))
+
+    def result(self, refresh: Refresh) -> ScanResult:
+        """Every entry and marker of the index, after ``refresh`` (loads every row)."""
+        start = time.perf_counter()
+        entries = sorted(self.load().values(), key=lambda e: e.path)
+        return ScanResult(
+            drop_root=self.drop_root,
+            entries=entries,
+            complete_dirs=self.markers(),
+            n_parsed=refresh.n_parsed,
+            n_removed=refresh.n_removed,
+            seconds=refresh.seconds + time.perf_counter() - start,
+            token=refresh.token,
+            full=refresh.full,
+        )
+
+    def refresh(self, now: float | None = None, full_rescan_s: float = 0.0, hot_s: float = 0.0) -> Refresh:
+        """Bring the index up to date with the drop without loading its rows (see the module's docstring).
+
+        A full re-stat when ``full_rescan_s`` is 0, on the first refresh, or when ``full_rescan_s``
+        seconds have passed since the last one (by ``now``); else a quick one, which lists only
+        folders that changed, are racy, or are hot (a change found in them has not yet been
+        followed by a listing more than ``hot_s`` seconds later). One refresh at a time per index
+        (a ``flock`` beside it, in the machine-local state folder): two that overlap could each
+        write back the other's stale folder rows.
+        """
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path.with_suffix(".lock"), "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            return self._refresh(now, full_rescan_s, hot_s)
+
+    def _refresh(self, now: float | None, full_rescan_s: float, hot_s: float) -> Refresh:
         start = time.perf_counter()
         now = time.time() if now is None else now
         if not self.drop_root.is_dir():
             raise FileNotFoundError(f"drop folder {self.drop_root} does not exist or is not a folder")
-        files, markers = walk_drop(self.drop_root)
-        known = self.load()
-        unchanged: list[FileEntry] = []
-        to_read: list[tuple[str, int, int]] = []
-        for rel, size, mtime_ns in files:
-            old = known.pop(rel, None)
-            if old is not None and old.size == size and old.mtime_ns == mtime_ns:
-                unchanged.append(old)
-            else:
-                to_read.append((rel, size, mtime_ns))
-        changed = read_entries(self.drop_root, to_read, now, self.workers)
-        entries = sorted(unchanged + changed, key=lambda e: e.path)
-        removed = list(known)
-        if changed or removed:
-            con = self._connect()
-            try:
+        con = self._connect()
+        try:
+            last_full = con.execute("SELECT value FROM meta WHERE key = 'last_full'").fetchone()
+            full = full_rescan_s <= 0 or last_full is None or now - float(last_full[0]) >= full_rescan_s
+            known_dirs = {
+                row[0]: _Dir(row[1], row[2], row[3], bool(row[4]), row[5], row[6])
+                for row in con.execute(f"SELECT {_DIR_COLUMNS} FROM dirs")
+            }
+            children: dict[str, list[str]] = defaultdict(list)
+            for rel in known_dirs:
+                if rel != ".":
+                    children[parent_rel(rel)].append(rel)
+            rows_by_dir: dict[str, dict[str, tuple[int, int]]] = defaultdict(dict)
+            if full:  # every folder is listed: their rows in one query
+                for folder, path, size, mtime_ns in con.execute("SELECT dir, path, size, mtime_ns FROM files"):
+                    rows_by_dir[folder][path] = (size, mtime_ns)
+
+            kept: dict[str, _Dir] = {}  # not listed: rows trusted
+            listed: dict[str, _Dir] = {}
+            to_write: list[tuple] = []  # dirs rows that changed
+            to_read: list[tuple[str, int, int]] = []
+            removed: list[str] = []
+            markers_changed = False
+            stack = ["."]
+
+            def keep_unreadable(rel: str) -> None:
+                """A known folder that cannot be read now (EACCES, ESTALE, EIO): its rows stay, its
+                subfolders are still visited, and it is listed again on the next scan."""
+                old = known_dirs.get(rel)
+                if old is None:
+                    return
+                kept[rel] = old
+                rows_by_dir.pop(rel, None)
+                stack.extend(children[rel])
+                to_write.append((rel, -1, -1, old.n_files, int(old.marker), now, old.changed_at))
+
+            while stack:
+                rel = stack.pop()
+                folder = self.drop_root if rel == "." else self.drop_root / rel
+                try:  # stat before listing: a change during the listing shows on the next scan
+                    st = os.stat(folder) if rel == "." else os.lstat(folder)
+                except (FileNotFoundError, NotADirectoryError):
+                    continue  # gone: its rows go
+                except OSError:
+                    keep_unreadable(rel)
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    continue
+                old = known_dirs.get(rel)
+                if not full and old is not None and old.settled(st, hot_s):
+                    kept[rel] = old
+                    stack += children[rel]
+                    continue
+                listing = list_folder(folder)
+                if listing is None:  # there but unreadable now: kept, listed again next time
+                    keep_unreadable(rel)
+                    continue
+                names, subdirs, marker = listing
+                stack += [join_rel(rel, d) for d in subdirs if not (rel == "." and d == RECEIVER_FOLDER)]
+                if full:
+                    known = rows_by_dir.pop(rel, {})
+                else:
+                    query = "SELECT path, size, mtime_ns FROM files WHERE dir = ?"
+                    known = {path: (size, mtime_ns) for path, size, mtime_ns in con.execute(query, (rel,))}
+                n_read = len(to_read)
+                for name, size, mtime_ns in names:
+                    path = join_rel(rel, name)
+                    if known.pop(path, None) != (size, mtime_ns):
+                        to_read.append((path, size, mtime_ns))
+                removed += known
+                marker_changed = marker != (old.marker if old is not None else False)
+                markers_changed |= marker_changed
+                changed = old is None or marker_changed or len(to_read) > n_read or bool(known)
+                changed_at = now if changed or old is None else old.changed_at
+                listed[rel] = _Dir(st.st_mtime_ns, st.st_ctime_ns, len(names), marker, now, changed_at)
+                if changed or old is None or not old.settled(st, hot_s):  # else the row says the same
+                    to_write.append((rel, st.st_mtime_ns, st.st_ctime_ns, len(names), int(marker), now, changed_at))
+            gone = [rel for rel in known_dirs if rel not in kept and rel not in listed]
+            markers_changed |= any(known_dirs[rel].marker for rel in gone)
+            removed += [path for rows in rows_by_dir.values() for path in rows]  # full: folders not there
+
+            entries = read_entries(self.drop_root, to_read, now, self.workers)
+            n_removed = len(removed)
+            if entries or removed or gone or to_write or full:
                 with con:
                     con.executemany(
-                        f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}) "
-                        f"VALUES ({', '.join('?' * len(_COLUMNS))})",
-                        [_to_row(e) for e in changed],
+                        f"INSERT OR REPLACE INTO files ({', '.join(_COLUMNS)}, dir) "
+                        f"VALUES ({', '.join('?' * (len(_COLUMNS) + 1))})",
+                        [(*_to_row(e), parent_rel(e.path)) for e in entries],
                     )
                     con.executemany("DELETE FROM files WHERE path = ?", [(p,) for p in removed])
-            finally:
-                con.close()
-        return ScanResult(
-            drop_root=self.drop_root,
-            entries=entries,
-            complete_dirs=markers,
-            n_parsed=len(changed),
-            n_removed=len(removed),
+                    for rel in gone:
+                        n_removed += con.execute("DELETE FROM files WHERE dir = ?", (rel,)).rowcount
+                        con.execute("DELETE FROM dirs WHERE path = ?", (rel,))
+                    con.executemany(
+                        f"INSERT OR REPLACE INTO dirs ({_DIR_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?)", to_write
+                    )
+                    if full:
+                        con.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('last_full', ?)", (repr(now),))
+                    if entries or n_removed or markers_changed:
+                        con.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('version', '0')")
+                        con.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'version'")
+            token = _token(con)
+        finally:
+            con.close()
+        dirs = {**kept, **listed}
+        return Refresh(
+            token=token,
+            full=full,
+            n_files=sum(d.n_files for d in dirs.values()),
+            n_dirs=len(dirs),
+            n_listed=len(listed),
+            n_stat=sum(d.n_files for d in listed.values()),
+            n_parsed=len(entries),
+            n_removed=n_removed,
+            markers_changed=markers_changed,
             seconds=time.perf_counter() - start,
         )
+
+
+def _token(con: sqlite3.Connection) -> str:
+    meta = dict(con.execute("SELECT key, value FROM meta WHERE key IN ('index_id', 'version')").fetchall())
+    return f"{meta.get('index_id', '')}:{meta.get('version', '0')}"
+
+
+def _add_dir_column(con: sqlite3.Connection) -> None:
+    """Add ``files.dir`` (each row's folder) to an index written by an earlier version."""
+    con.execute("BEGIN IMMEDIATE")
+    try:
+        if "dir" not in {row[1] for row in con.execute("PRAGMA table_info(files)")}:  # another process may have
+            con.execute("ALTER TABLE files ADD COLUMN dir TEXT")
+            paths = [row[0] for row in con.execute("SELECT path FROM files")]
+            con.executemany("UPDATE files SET dir = ? WHERE path = ?", [(parent_rel(p), p) for p in paths])
+        con.commit()
+    except BaseException:
+        con.rollback()
+        raise
 
 
 def iter_ancestors(rel_path: str) -> Iterator[str]:

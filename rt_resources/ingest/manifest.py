@@ -103,6 +103,10 @@ class Manifest:
         """The listed files of these kinds (and series), as listed: not checked on disk."""
         return [f for f in self.files if f.kind in kinds and (series_uid is None or f.series_uid == series_uid)]
 
+    def on_drop(self, drop_root: Path) -> Manifest:
+        """The same manifest read against another mount of the drop (its paths are drop-relative)."""
+        return dataclasses.replace(self, drop_root=Path(drop_root).resolve())
+
     def source_uids(self) -> dict[str, Any]:
         """The UIDs that identify the course's DICOM sources (lineage metadata)."""
         return {k: getattr(self, k) for k in SOURCE_UID_FIELDS}
@@ -200,6 +204,13 @@ def source_files(manifest: Manifest, kind: Kind, series_uid: str | None = None) 
     manifest was written fails loudly instead of silently feeding a different input.
     """
     drop_root = Path(manifest.drop_root).resolve()
+    if not drop_root.is_dir():
+        import socket
+
+        raise ManifestError(
+            f"drop folder {drop_root} is not there on {socket.gethostname()}: mount the drop on this worker, "
+            "or set RT_DROP_ROOT to where it is mounted here (manifests list drop-relative paths)"
+        )
     chosen = []
     for entry in manifest.of_kind(kind, series_uid=series_uid):
         path = (drop_root / entry.path).resolve()

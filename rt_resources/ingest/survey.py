@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from rt_resources.ingest.course_keys import load_site_secret
-from rt_resources.ingest.index import DropIndex, ScanResult, iter_ancestors
+from rt_resources.ingest.index import DropIndex, Refresh, ScanResult, iter_ancestors
 from rt_resources.ingest.linking import Course, LinkResult, link_courses
 from rt_resources.state import state_dir
 
@@ -28,13 +28,41 @@ class DropSurvey:
         return self.links.courses
 
 
+def _index(drop_root: Path, data_root: Path, index_dir: Path | None) -> DropIndex:
+    index_dir = Path(index_dir) if index_dir is not None else state_dir(Path(data_root))
+    return DropIndex(index_dir, Path(drop_root))
+
+
+def refresh_drop(
+    drop_root: Path,
+    data_root: Path,
+    now: float | None = None,
+    index_dir: Path | None = None,
+    full_rescan_s: float = 0.0,
+    hot_s: float = 0.0,
+) -> Refresh:
+    """Bring the index of ``drop_root`` up to date without loading it or linking courses: the
+    sensor's cheap "did anything change?" (compare :attr:`Refresh.token` with the last one seen).
+    ``full_rescan_s`` and ``hot_s``: see :meth:`DropIndex.refresh`."""
+    return _index(drop_root, data_root, index_dir).refresh(now, full_rescan_s, hot_s)
+
+
 def survey_drop(
-    drop_root: Path, data_root: Path, now: float | None = None, index_dir: Path | None = None
+    drop_root: Path,
+    data_root: Path,
+    now: float | None = None,
+    index_dir: Path | None = None,
+    full_rescan_s: float = 0.0,
+    hot_s: float = 0.0,
+    refreshed: Refresh | None = None,
 ) -> DropSurvey:
     """Scan ``drop_root`` incrementally (index kept in ``index_dir``, default the data root's state
-    folder: :func:`rt_resources.state.state_dir`) and link courses."""
-    index_dir = Path(index_dir) if index_dir is not None else state_dir(Path(data_root))
-    scan = DropIndex(index_dir, Path(drop_root)).scan(now=now)
+    folder: :func:`rt_resources.state.state_dir`) and link courses.
+
+    By default every file is stat-ed (``full_rescan_s`` 0; see :meth:`DropIndex.refresh`); with
+    ``refreshed`` (what :func:`refresh_drop` just returned) the index is not refreshed again."""
+    index = _index(drop_root, data_root, index_dir)
+    scan = index.result(refreshed if refreshed is not None else index.refresh(now, full_rescan_s, hot_s))
     return DropSurvey(scan, link_courses(scan.entries, load_site_secret(Path(data_root))))
 
 

@@ -97,8 +97,11 @@ def discover_models(models_dir: Path | None) -> list[NnUNetModel]:
     return sorted((load_model(p.parent) for p in Path(models_dir).glob(f"*/{MODEL_FILE}")), key=lambda m: m.name)
 
 
-def run_nnunet_model(model: NnUNetModel, ct_path: Path, out_dir: Path, device: str) -> tuple[dict[str, Path], float]:
-    """Predict ``ct_path`` with ``model``; write one uint8 mask per label into ``out_dir``."""
+def run_nnunet_model(
+    model: NnUNetModel, ct_path: Path, out_dir: Path, device: str, device_index: int | None = None
+) -> tuple[dict[str, Path], float]:
+    """Predict ``ct_path`` with ``model``; write one uint8 mask per label into ``out_dir``.
+    ``device_index``: the CUDA device (this process's index) for device gpu (None: CUDA's default)."""
     import SimpleITK as sitk
     import torch
 
@@ -113,7 +116,12 @@ def run_nnunet_model(model: NnUNetModel, ct_path: Path, out_dir: Path, device: s
     register_trainers()
     from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
 
-    torch_device = torch.device("cuda" if device == "gpu" else "cpu")
+    if device == "gpu" and device_index is not None:
+        from rt_resources.segmentation.totalseg import use_cuda_index
+
+        torch_device = torch.device("cuda", use_cuda_index(device_index))
+    else:
+        torch_device = torch.device("cuda" if device == "gpu" else "cpu")
     predictor = nnUNetPredictor(
         tile_step_size=0.5,
         use_gaussian=True,

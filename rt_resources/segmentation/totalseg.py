@@ -69,8 +69,13 @@ def check_ready(settings: TotalSegSettings) -> Path:
     return where
 
 
-def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSettings) -> SegmentationResult:
-    """Segment ``ct_path`` into ``out_dir/<class>.nii.gz`` (one file per class, CT grid)."""
+def run_totalsegmentator(
+    ct_path: Path, out_dir: Path, settings: TotalSegSettings, device_index: int | None = None
+) -> SegmentationResult:
+    """Segment ``ct_path`` into ``out_dir/<class>.nii.gz`` (one file per class, CT grid).
+
+    ``device_index``: the CUDA device (this process's index) when ``settings.device`` is gpu, the
+    one a :class:`~rt_resources.gpu_leases.DeviceLease` gave the step (None: CUDA's default)."""
     check_ready(settings)
     from rt_resources.parallel import terminable_children
     from rt_resources.segmentation.nnunet_compat import prepare_totalsegmentator_runtime
@@ -85,6 +90,8 @@ def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSetting
             "TotalSegmentator device 'gpu' was asked for but torch sees no CUDA device; "
             "use --totalseg-device cpu (slow) or run on a machine with a GPU"
         )
+    if device == "gpu" and device_index is not None:
+        device = f"gpu:{use_cuda_index(device_index)}"  # TotalSegmentator's name of cuda:<index>
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -110,6 +117,19 @@ def run_totalsegmentator(ct_path: Path, out_dir: Path, settings: TotalSegSetting
     masks = {p.name[: -len(".nii.gz")]: p for p in sorted(out_dir.glob("*.nii.gz"))}
     notes = conform_to_ct(masks, Path(ct_path))
     return SegmentationResult(masks=masks, device=device, seconds=seconds, notes=notes)
+
+
+def use_cuda_index(index: int) -> int:
+    """Check ``index`` against the CUDA devices torch sees and make it torch's current device.
+    TotalSegmentator falls back to the CPU, silently, for an index it does not see; nnU-Net
+    empties the cache of the current device."""
+    import torch
+
+    count = torch.cuda.device_count()
+    if not 0 <= int(index) < count:
+        raise DeviceUnavailable(f"GPU index {index} was leased but torch sees {count} CUDA device(s) here")
+    torch.cuda.set_device(int(index))
+    return int(index)
 
 
 def stop_worker_pools() -> None:

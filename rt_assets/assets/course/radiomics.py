@@ -3,6 +3,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 from rt_assets.automation import after_updates
 from rt_assets.constants import GPU_STEP_TAGS
 from rt_assets.course_inputs import open_course
+from rt_assets.gpu_pool import leased_gpu_step
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
@@ -17,7 +18,8 @@ from rt_resources.resources import DataRoot, RadiomicsConfig
 
 def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
     """The ``radiomics`` asset; with ``pool`` (the GPU pool, when fastrad runs on a CUDA device:
-    rt_assets/definitions.py) its step takes a GPU slot, so it never runs beside a segmentation."""
+    rt_assets/definitions.py) its step takes a slot of that pool and leases a device of the machine
+    for the extraction (rt_resources/gpu_leases.py; metadata `device`, `device_lease`)."""
 
     @asset(
         name="radiomics",
@@ -50,15 +52,16 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         paths = course.paths
         settings = radiomics_config.settings()
         workers = radiomics_config.worker_count()
-        table, summary = course_radiomics(
-            paths.ct,
-            paths.masks_root,
-            course.key,
-            settings,
-            workers,
-            sequential=radiomics_config.sequential,
-            mr_root=paths.mr,
-        )
+        with leased_gpu_step(context, data_root, settings.backend, pool) as device_metadata:
+            table, summary = course_radiomics(
+                paths.ct,
+                paths.masks_root,
+                course.key,
+                settings,
+                workers,
+                sequential=radiomics_config.sequential,
+                mr_root=paths.mr,
+            )
         if summary["n_tasks"] and not summary["n_ok"]:
             raise course.fail(
                 "radiomics failed for every ROI", metadata={"failures": MetadataValue.json(summary["failures"])}
@@ -88,6 +91,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 "mr_params": MetadataValue.path(str(settings.mr_params)),
                 "params_sha256": params_digest,
                 "backend": MetadataValue.json(summary["backend"]),
+                **device_metadata,
                 **lineage_metadata(
                     context,
                     source_uids={"ct_series_uid": course.manifest.ct_series_uid},

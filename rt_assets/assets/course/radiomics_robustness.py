@@ -2,6 +2,7 @@ from dagster import AssetExecutionContext, AssetsDefinition, MaterializeResult, 
 
 from rt_assets.constants import GPU_STEP_TAGS
 from rt_assets.course_inputs import course_paths, open_course
+from rt_assets.gpu_pool import leased_gpu_step
 from rt_assets.lineage import content_version, lineage_metadata, record_skip
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
@@ -57,10 +58,11 @@ def radiomics_robustness_asset(pool: str | None = None) -> AssetsDefinition:
             return
         course = open_course(context, data_root)
         workers = radiomics_config.worker_count()
-        perturbed, failures = perturbed_features(
-            paths.ct, masks, settings, n, robustness_config.seed, course_key=course.key, source=MANUAL,
-            workers=workers, sequential=radiomics_config.sequential,
-        )  # fmt: skip
+        with leased_gpu_step(context, data_root, settings.backend, pool) as device_metadata:
+            perturbed, failures = perturbed_features(
+                paths.ct, masks, settings, n, robustness_config.seed, course_key=course.key, source=MANUAL,
+                workers=workers, sequential=radiomics_config.sequential,
+            )  # fmt: skip
         if perturbed.empty:
             raise course.fail("every perturbation failed", metadata={"failures": MetadataValue.json(failures)})
         icc = feature_icc(perturbed, robustness_config.threshold)
@@ -83,6 +85,7 @@ def radiomics_robustness_asset(pool: str | None = None) -> AssetsDefinition:
                 ),
                 "left_out": MetadataValue.json(left_out),
                 "failures": MetadataValue.json(failures),
+                **device_metadata,
                 **lineage_metadata(
                     context,
                     source_uids={"ct_series_uid": course.manifest.ct_series_uid},

@@ -15,6 +15,7 @@ from dagster import (
 
 from rt_assets.constants import GPU_POOL, GPU_STEP_TAGS, SEGMENTATION_GROUP
 from rt_assets.course_inputs import course_failure, course_paths
+from rt_assets.gpu_pool import gpu_lease, lease_metadata
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
@@ -41,7 +42,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
         automation_condition=AutomationCondition.eager(),
         description=f"Custom nnU-Net model {model.name!r} ({model.dataset}, {model.trainer}, "
         f"{model.configuration}, folds {list(model.folds)}): labels {sorted(model.labels.values())} as "
-        f"masks/{model.name}/<label>.nii.gz on the CT grid. GPU pool, one at a time.",
+        f"masks/{model.name}/<label>.nii.gz on the CT grid. GPU pool: one step per GPU slot, on a leased device.",
     )
     @private
     def _model_asset(
@@ -52,10 +53,13 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
         paths = course_paths(context, data_root)
         ct_path = paths.ct
         with tempfile.TemporaryDirectory(dir=paths.root, prefix=f".{model.name}-") as tmp:
-            try:
-                masks, seconds = run_nnunet_model(model, ct_path, Path(tmp), segmentation_config.device)
-            except DeviceUnavailable as exc:
-                raise course_failure(paths.key, exc) from exc
+            device = segmentation_config.device
+            with gpu_lease(context, data_root, device) as lease:
+                try:
+                    index = lease.ordinal if device == "gpu" else None
+                    masks, seconds = run_nnunet_model(model, ct_path, Path(tmp), device, index)
+                except DeviceUnavailable as exc:
+                    raise course_failure(paths.key, exc) from exc
 
             def write(folder: Path) -> None:
                 for path in masks.values():
@@ -72,7 +76,7 @@ def nnunet_model_asset(model: NnUNetModel) -> AssetsDefinition:
             metadata={
                 "path": MetadataValue.path(str(folder)),
                 "labels": MetadataValue.json(sorted(model.labels.values())),
-                "device": segmentation_config.device,
+                **lease_metadata(lease, device),
                 "seconds": round(seconds, 2),
                 **lineage_metadata(
                     context,

@@ -4,6 +4,7 @@ from dagster import AssetExecutionContext, AutomationCondition, MaterializeResul
 
 from rt_assets.constants import GPU_POOL, GPU_STEP_TAGS
 from rt_assets.course_inputs import course_failure, course_paths, open_course
+from rt_assets.gpu_pool import gpu_lease, lease_metadata
 from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
@@ -40,8 +41,10 @@ def totalseg_masks(
 ) -> MaterializeResult:
     """TotalSegmentator's classes on the CT grid (courses/<key>/masks/totalseg/<class>.nii.gz,
     names from its class map) and the same structures as a DICOM RTSTRUCT referencing the CT
-    series (rtstruct_totalseg.dcm). Runs in the pool `gpu` (one at a time) and in runs tagged
-    rt/gpu=true. Without weights it fails at once, saying where they were looked for."""
+    series (rtstruct_totalseg.dcm). Runs in the pool `gpu` (one step per GPU slot) and in runs
+    tagged rt/gpu=true; the step leases one device of the machine for the segmentation
+    (rt_resources/gpu_leases.py: metadata `device`, `device_lease`). Without weights it fails
+    at once, saying where they were looked for."""
     import tempfile
 
     settings = totalsegmentator.settings()
@@ -55,13 +58,15 @@ def totalseg_masks(
     ct_files = course.sources(Kind.CT, manifest.ct_series_uid)
     context.log.info(
         f"segmentation: device {settings.device}, task {settings.task}{' fast' if settings.fast else ''}, "
-        f"threads {settings.threads}, one GPU step at a time (pool {GPU_POOL})"
+        f"threads {settings.threads}, one step per GPU slot (pool {GPU_POOL})"
     )
     with tempfile.TemporaryDirectory(dir=paths.root, prefix=".totalseg-") as tmp:
-        try:
-            result = run_totalsegmentator(ct_path, tmp, settings)
-        except DeviceUnavailable as exc:
-            raise course.fail(exc) from exc
+        with gpu_lease(context, data_root, settings.device) as lease:
+            try:
+                index = lease.ordinal if settings.device == "gpu" else None
+                result = run_totalsegmentator(ct_path, tmp, settings, device_index=index)
+            except DeviceUnavailable as exc:
+                raise course.fail(exc) from exc
 
         def write(folder: Path) -> dict[str, str]:
             names = move_masks(result.masks, folder)
@@ -85,7 +90,7 @@ def totalseg_masks(
             "n_classes": len(names),
             "n_non_empty": len(non_empty),
             "rtstruct": MetadataValue.path(str(rtstruct)),
-            "device": result.device,
+            **lease_metadata(lease, settings.device),
             "seconds": round(result.seconds, 2),
             "notes": MetadataValue.json(result.notes),
             **lineage_metadata(
