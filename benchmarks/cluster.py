@@ -47,13 +47,19 @@ def step_stats(home: Path, env: dict) -> dict:
             logs = instance.all_logs(run.run_id)
             starts, submitted, run_in_steps = {}, {}, 0.0
             run_start = next(
-                (e.timestamp for e in logs if e.dagster_event and e.dagster_event.event_type_value == "RUN_START"), None
+                (
+                    e.timestamp
+                    for e in logs
+                    if e.dagster_event and e.dagster_event.event_type == DagsterEventType.RUN_START
+                ),
+                None,
             )
             run_end = next(
                 (
                     e.timestamp
                     for e in reversed(logs)
-                    if e.dagster_event and e.dagster_event.event_type_value in ("RUN_SUCCESS", "RUN_FAILURE")
+                    if e.dagster_event
+                    and e.dagster_event.event_type in (DagsterEventType.RUN_SUCCESS, DagsterEventType.RUN_FAILURE)
                 ),
                 None,
             )
