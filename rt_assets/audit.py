@@ -30,6 +30,8 @@ COURSE_CHAIN = (
     "dose_grid",
     "structure_masks",
     "mr_images",
+    "totalseg_input",
+    "totalseg_inference",
     "totalseg_masks",
     "custom_structures",
     "ct_crop",
@@ -42,8 +44,12 @@ METRIC_INPUTS = {
     "dvh": ("course_manifest", "ct_image", "dose_grid", "structure_masks"),
     "radiomics": ("course_manifest", "ct_image", "structure_masks", "mr_images"),
 }
-#: mask source -> the asset that made those masks (beyond the manual structure_masks)
-SOURCE_ASSETS = {"manual": "structure_masks", "totalseg": "totalseg_masks", "custom": "custom_structures"}
+#: mask source -> the assets that made those masks (beyond the manual structure_masks), upstream first
+SOURCE_ASSETS = {
+    "manual": ("structure_masks",),
+    "totalseg": ("totalseg_input", "totalseg_inference", "totalseg_masks"),
+    "custom": ("custom_structures",),
+}
 LINEAGE_KEYS = (
     "source_uids",
     "input_sha256",
@@ -375,9 +381,9 @@ def metric_chain(instance: DagsterInstance, course_dir: Path, roi: str, metric: 
         sources = sorted({v["source"] for v in values})
         upstream = list(METRIC_INPUTS[asset])
         for s in sources:
-            producer = SOURCE_ASSETS.get(s.split("/")[-1], s)  # "mr1/manual" -> manual; a model name -> itself
-            if producer not in upstream:
-                upstream.append(producer)
+            for producer in SOURCE_ASSETS.get(s.split("/")[-1], (s,)):  # "mr1/manual" -> manual; a model: itself
+                if producer not in upstream:
+                    upstream.append(producer)
         chain = course_chain(instance, course_dir.name, tuple([*upstream, asset]))
         table_asset = next((c for c in chain if c["asset"] == asset), None)
         recorded = (table_asset or {}).get("output_sha256")

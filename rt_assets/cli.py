@@ -142,6 +142,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--totalseg-device", choices=["gpu", "cpu"], default="gpu", help="TotalSegmentator device")
     run.add_argument("--totalseg-fast", action="store_true", help="TotalSegmentator's fast (3 mm) models")
+    run.add_argument(
+        "--totalseg-backend",
+        choices=["totalsegmentator", "standin"],
+        help="standin: organ-shaped masks with TotalSegmentator's class names, no weights (demos, benchmarks)",
+    )
+    run.add_argument("--totalseg-standin-s", type=float, metavar="S", help="the stand-in's inference time (s)")
     run.add_argument("--totalseg-roi-subset", nargs="+", metavar="CLASS", help="only these TotalSegmentator classes")
     run.add_argument(
         "--totalseg-license-env", metavar="VAR", help="variable holding the licence key (default: RT_TOTALSEG_LICENSE)"

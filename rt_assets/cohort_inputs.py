@@ -45,7 +45,10 @@ COURSE_ASSETS = (
     "radiomics",
     "radiomics_robustness",
     "structure_masks",
+    "totalseg_inference",
+    "totalseg_input",
     "totalseg_masks",
+    "totalseg_rtstruct",
 )
 
 #: cohort asset -> the course assets it is built from

@@ -32,6 +32,10 @@ def settings_overrides(args: argparse.Namespace, drop: Path, out: Path) -> dict:
     ts: dict = {"device": args.totalseg_device}
     if args.totalseg_fast:
         ts["fast"] = True
+    if getattr(args, "totalseg_backend", None):
+        ts["backend"] = args.totalseg_backend
+    if getattr(args, "totalseg_standin_s", None) is not None:
+        ts["standin_seconds"] = args.totalseg_standin_s
     if args.totalseg_roi_subset:
         ts["roi_subset"] = list(args.totalseg_roi_subset)
     if args.totalseg_license_env:

@@ -7,6 +7,10 @@ COHORT_GROUP = "cohort"  #: cohort tables over all courses
 SEGMENTATION_GROUP = "segmentation"  #: GPU stage: TotalSegmentator and custom nnU-Net models
 DERIVED_GROUP = "derived"  #: CPU work on segmentation results: crops, custom structures
 
+#: TotalSegmentator's steps: the input (course group, CPU), inference (segmentation group, the only
+#: one in the GPU pool), the masks on the CT grid and the RTSTRUCT (derived group, CPU)
+TOTALSEG_ASSETS = ("totalseg_input", "totalseg_inference", "totalseg_masks", "totalseg_rtstruct")
+
 COURSE_JOB = "course_job"
 COHORT_JOB = "cohort_job"
 SEGMENTATION_JOB = "segmentation_job"

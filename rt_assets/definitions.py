@@ -7,7 +7,14 @@ from dagster import AssetsDefinition, AssetSpec, Definitions, ExecutorDefinition
 from rt_assets.assets import cohort, course, derived, segmentation
 from rt_assets.assets.segmentation.nnunet_models import nnunet_model_asset
 from rt_assets.config import current_settings
-from rt_assets.constants import COHORT_GROUP, COURSE_GROUP, DERIVED_GROUP, GPU_POOL, SEGMENTATION_GROUP
+from rt_assets.constants import (
+    COHORT_GROUP,
+    COURSE_GROUP,
+    DERIVED_GROUP,
+    GPU_POOL,
+    SEGMENTATION_GROUP,
+    TOTALSEG_ASSETS,
+)
 from rt_assets.executors import step_executor
 from rt_assets.jobs import cohort_job, course_job, derived_job, segmentation_job
 from rt_assets.sensors.automation import automation_sensors
@@ -23,7 +30,7 @@ def _unavailable(availability: SegmentationAvailability):
     on the asset (description and definition metadata) instead of a failed run per course."""
 
     def mark(spec: AssetSpec) -> AssetSpec:
-        if spec.key.to_user_string() != "totalseg_masks" or availability.totalseg_ready:
+        if spec.key.to_user_string() not in TOTALSEG_ASSETS or availability.totalseg_ready:
             return spec
         note = f"**Not available on this installation**: {availability.totalseg_detail}\n\n"
         return spec.replace_attributes(
@@ -41,11 +48,15 @@ def _without_rules(spec: AssetSpec) -> AssetSpec:
     return spec.replace_attributes(automation_condition=None)
 
 
-def derived_assets(settings: Settings) -> list:
-    assets = load_assets_from_package_module(derived, group_name=DERIVED_GROUP)
+def _marked(assets: list, mark) -> list:
+    return [a.map_asset_specs(mark) if isinstance(a, AssetsDefinition) else a for a in assets]
+
+
+def derived_assets(settings: Settings, availability: SegmentationAvailability) -> list:
+    assets = _marked(load_assets_from_package_module(derived, group_name=DERIVED_GROUP), _unavailable(availability))
     if settings.segmentation.custom_structures:
         return assets
-    return [a.map_asset_specs(_without_rules) if isinstance(a, AssetsDefinition) else a for a in assets]
+    return _marked(assets, _without_rules)
 
 
 def radiomics_uses_gpu(settings: Settings) -> bool:
@@ -58,9 +69,9 @@ def radiomics_uses_gpu(settings: Settings) -> bool:
     return cuda_available()
 
 
-def course_assets(settings: Settings) -> list:
+def course_assets(settings: Settings, availability: SegmentationAvailability) -> list:
     """The course group; the radiomics assets in the GPU pool when they run on the GPU."""
-    assets = load_assets_from_package_module(course, group_name=COURSE_GROUP)
+    assets = _marked(load_assets_from_package_module(course, group_name=COURSE_GROUP), _unavailable(availability))
     if not radiomics_uses_gpu(settings):
         return assets
     from rt_assets.assets.course.radiomics import radiomics_asset
@@ -77,10 +88,9 @@ def course_assets(settings: Settings) -> list:
 def segmentation_assets(settings: Settings) -> tuple[list[AssetsDefinition], SegmentationAvailability]:
     """TotalSegmentator's asset (marked unavailable without weights) and one asset per custom model."""
     availability = segmentation_availability(settings)
-    assets = [
-        a.map_asset_specs(_unavailable(availability)) if isinstance(a, AssetsDefinition) else a
-        for a in load_assets_from_package_module(segmentation, group_name=SEGMENTATION_GROUP)
-    ]
+    assets = _marked(
+        load_assets_from_package_module(segmentation, group_name=SEGMENTATION_GROUP), _unavailable(availability)
+    )
     return assets + [nnunet_model_asset(m) for m in availability.models], availability
 
 
@@ -91,9 +101,9 @@ def build_definitions(settings: Settings | None = None, executor: ExecutorDefini
     seg_assets, availability = segmentation_assets(settings)
     return Definitions(
         assets=[
-            *course_assets(settings),
+            *course_assets(settings, availability),
             *seg_assets,
-            *derived_assets(settings),
+            *derived_assets(settings, availability),
             *load_assets_from_package_module(cohort, group_name=COHORT_GROUP),
         ],
         jobs=[course_job, segmentation_job, derived_job, cohort_job],

@@ -10,6 +10,8 @@
   400-slice, 60-ROI one (-24) and one large course does not hold back a queue of small ones.
   ``fifo`` leaves every run at priority 0 (the queue's order of arrival). Runs launched from the
   UI keep Dagster's default 0, so a run a person asks for goes before queued batch work.
+  A course's derived stage (crops, DVH, radiomics and preview with the auto structures) gets
+  ``DERIVED_PRIORITY_OFFSET`` less: the course and segmentation stages, which feed the GPU, go first.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from rt_assets.constants import TAG_COURSE, TAG_FINGERPRINT, TAG_GPU, TAG_LAUNCH
 from rt_resources.ingest.linking import Course
 
 PRIORITY_TAG = "dagster/priority"
+DERIVED_PRIORITY_OFFSET = 1000  #: a derived stage waits behind every course and segmentation stage
 
 
 def course_size(course: Course) -> int:
@@ -34,13 +37,17 @@ def course_priority(course: Course, mode: str) -> int:
     return -(course_size(course) // 1000)
 
 
-def course_tags(course: Course, launched_by: str, priority_mode: str, gpu: bool = False) -> dict[str, str]:
-    """Tags of a run of ``course`` (the partition tag is added by Dagster from the partition key)."""
+def course_tags(
+    course: Course, launched_by: str, priority_mode: str, gpu: bool = False, derived: bool = False
+) -> dict[str, str]:
+    """Tags of a run of ``course`` (the partition tag is added by Dagster from the partition key);
+    ``derived``: the course's derived stage (see the module docstring)."""
+    priority = course_priority(course, priority_mode) - (DERIVED_PRIORITY_OFFSET if derived else 0)
     tags = {
         TAG_COURSE: course.key,
         TAG_FINGERPRINT: course.fingerprint[:16],
         TAG_LAUNCHED_BY: launched_by,
-        PRIORITY_TAG: str(course_priority(course, priority_mode)),
+        PRIORITY_TAG: str(priority),
     }
     if gpu:
         tags[TAG_GPU] = "true"

@@ -28,6 +28,7 @@ MR = "mr"
 CROPS = "crops"
 REFUSED = "refused"
 TOTALSEG_RTSTRUCT = "rtstruct_totalseg.dcm"
+SEGMENTATION = "segmentation"  #: the segmentation model's input and label map
 
 #: mask sources (``masks/<source>/``) with a fixed name; nnU-Net models add one folder per model
 MANUAL, TOTALSEG, CUSTOM = "manual", "totalseg", "custom"
@@ -132,3 +133,17 @@ class CoursePaths:
     @property
     def totalseg_rtstruct(self) -> Path:
         return self.root / TOTALSEG_RTSTRUCT
+
+    @property
+    def segmentation(self) -> Path:
+        """``segmentation/``: the model's input and raw output (at the model's spacing), kept so a
+        step after the GPU one can be re-run without inference."""
+        return self.root / SEGMENTATION
+
+    @property
+    def totalseg_input(self) -> Path:
+        return self.segmentation / "totalseg_input.nii.gz"
+
+    @property
+    def totalseg_labels(self) -> Path:
+        return self.segmentation / "totalseg_labels.nii.gz"

@@ -140,6 +140,10 @@ class TotalSegmentator(ConfigurableResource):
     threads: int = Field(default=0, description="resampling/saving threads; 0 = max(2, min(8, cores // 2))")
     license_env: str = Field(default="", description="environment variable holding the licence key (its name only)")
     license_file: str = Field(default="", description="file holding the licence key")
+    backend: str = Field(default="totalsegmentator", description="totalsegmentator | standin (no weights)")
+    standin_seconds: float = Field(default=0.0, description="the stand-in's simulated inference time (s)")
+    worker_idle_s: float = Field(default=600.0, description="an idle segmentation worker exits after (s)")
+    inference_timeout_s: float = Field(default=3600.0, description="a worker silent this long is killed (s)")
 
     def settings(self):
         """The engine's settings; the licence key is read here, in the step, from the variable or file."""
@@ -155,14 +159,21 @@ class TotalSegmentator(ConfigurableResource):
             device=self.device,
             force_split=self.force_split,
             threads=self.threads or default_threads(),
+            backend=self.backend,
+            standin_seconds=self.standin_seconds,
+            worker_idle_s=self.worker_idle_s,
+            inference_timeout_s=self.inference_timeout_s,
             license_key=read_license_key(
                 TotalSegmentatorSettings(license_env=self.license_env, license_file=self.license_file)
             ),
         )
 
     def output_config(self) -> dict[str, Any]:
-        """What changes the masks: task, fast models, class subset."""
-        return {"task": self.task, "fast": self.fast, "roi_subset": sorted(self.roi_subset)}
+        """What changes the masks: the backend, task, fast models, class subset."""
+        config = {"task": self.task, "fast": self.fast, "roi_subset": sorted(self.roi_subset)}
+        if self.backend != "totalsegmentator":  # digests of earlier totalsegmentator outputs stay equal
+            config["backend"] = self.backend
+        return config
 
 
 class SegmentationConfig(ConfigurableResource):
@@ -259,6 +270,10 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "device": ts.device,
             "license_env": ts.license_env,
             "license_file": ts.license_file,
+            "backend": ts.backend,
+            "standin_seconds": ts.standin_seconds,
+            "worker_idle_s": ts.worker_idle_s,
+            "inference_timeout_s": ts.inference_timeout_s,
         },
         "radiomics_config": {
             "params": rad.params,

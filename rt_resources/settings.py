@@ -57,6 +57,18 @@ class TotalSegmentatorSettings(_Section):
         default=LICENSE_ENV_DEFAULT, description="name of the environment variable holding the licence key"
     )
     license_file: str = Field(default="", description="file holding the licence key (instead of license_env)")
+    backend: Literal["totalsegmentator", "standin"] = Field(
+        default="totalsegmentator",
+        description="totalsegmentator: the official weights under `home`; standin: organ-shaped masks with "
+        "TotalSegmentator's class names, for installations without weights (demos, tests, benchmarks)",
+    )
+    standin_seconds: float = Field(default=0.0, ge=0, description="the stand-in's simulated inference time (s)")
+    worker_idle_s: float = Field(
+        default=600.0, gt=0, description="a segmentation worker with no request for this long exits (s)"
+    )
+    inference_timeout_s: float = Field(
+        default=3600.0, gt=0, description="one inference; past it the worker is taken as hung and killed (s)"
+    )
 
 
 class RadiomicsSettings(_Section):
@@ -214,6 +226,10 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_TOTALSEG_ROI_SUBSET": ("totalsegmentator.roi_subset", "list"),
     "RT_TOTALSEG_DEVICE": ("totalsegmentator.device", "str"),
     "RT_TOTALSEG_LICENSE_FILE": ("totalsegmentator.license_file", "path"),
+    "RT_TOTALSEG_BACKEND": ("totalsegmentator.backend", "str"),
+    "RT_TOTALSEG_STANDIN_S": ("totalsegmentator.standin_seconds", "str"),
+    "RT_SEG_WORKER_IDLE_S": ("totalsegmentator.worker_idle_s", "str"),
+    "RT_SEG_INFERENCE_TIMEOUT_S": ("totalsegmentator.inference_timeout_s", "str"),
     "RT_RADIOMICS_PARAMS": ("radiomics.params", "path"),
     "RT_RADIOMICS_MR_PARAMS": ("radiomics.mr_params", "path"),
     "RT_RADIOMICS_WORKERS": ("radiomics.workers", "str"),

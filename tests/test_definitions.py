@@ -17,7 +17,10 @@ def test_asset_graph_snapshot():
         "dose_grid",
         "structure_masks",
         "dvh",
+        "totalseg_input",
+        "totalseg_inference",
         "totalseg_masks",
+        "totalseg_rtstruct",
         "ct_crop",
         "custom_structures",
         "radiomics",
@@ -35,7 +38,13 @@ def test_asset_graph_snapshot():
         "cohort_audit",
     }
     assert set(specs) == course_assets | cohort_assets
-    groups = {"totalseg_masks": "segmentation", "ct_crop": "derived", "custom_structures": "derived"}
+    groups = {
+        "totalseg_inference": "segmentation",  # the GPU step alone in the GPU-tagged runs
+        "totalseg_masks": "derived",
+        "totalseg_rtstruct": "derived",
+        "ct_crop": "derived",
+        "custom_structures": "derived",
+    }
     for name in course_assets:
         node = specs[name]
         assert node.group_name == groups.get(name, COURSE_GROUP)
@@ -49,8 +58,13 @@ def test_asset_graph_snapshot():
     assert parents["dose_grid"] == {"course_manifest"}
     assert parents["structure_masks"] == {"course_manifest", "ct_image"}
     assert parents["dvh"] == {"dose_grid", "structure_masks", "totalseg_masks", "custom_structures"}
-    assert parents["totalseg_masks"] == {"ct_image"}
-    assert specs["totalseg_masks"].pools == {"gpu"}  # one segmentation step at a time
+    assert parents["totalseg_input"] == {"ct_image"}
+    assert parents["totalseg_inference"] == {"totalseg_input"}
+    assert parents["totalseg_masks"] == {"ct_image", "totalseg_inference"}
+    assert parents["totalseg_rtstruct"] == {"totalseg_masks"}
+    # the GPU slot holds inference only: preparing, resampling back and the RTSTRUCT are CPU steps
+    assert {name for name, node in specs.items() if node.pools} == {"totalseg_inference"}
+    assert specs["totalseg_inference"].pools == {"gpu"}
     assert parents["cohort_courses"] == {"course_manifest"}
     assert parents["cohort_dvh_metrics"] == {"dvh"}
     assert parents["course_preview"] == {
@@ -102,17 +116,19 @@ def test_segmentation_only_where_it_can_run(tmp_path):
 
     bare = load_settings(environ={}, overrides={"totalsegmentator": {"home": str(tmp_path / "none"), "fast": True}})
     without = build_definitions(bare)
-    node = without.resolve_asset_graph().get(AssetKey("totalseg_masks"))
-    assert node.automation_condition is None
-    assert "not available" in node.metadata["availability"] and "looked for" in node.metadata["availability"]
-    assert "Not available on this installation" in node.description
+    for name in ("totalseg_input", "totalseg_inference", "totalseg_masks", "totalseg_rtstruct"):
+        node = without.resolve_asset_graph().get(AssetKey(name))
+        assert node.automation_condition is None
+        assert "not available" in node.metadata["availability"] and "looked for" in node.metadata["availability"]
+        assert "Not available on this installation" in node.description
     assert {s.name for s in without.sensors} == {"dicom_drop_sensor", "cohort_sensor", "automation_sensor"}
 
     ready = load_settings(
         environ={}, overrides={"totalsegmentator": {"home": str(fake_weights(tmp_path / "ts")), "fast": True}}
     )
     with_weights = build_definitions(ready)
-    assert with_weights.resolve_asset_graph().get(AssetKey("totalseg_masks")).automation_condition is not None
+    for name in ("totalseg_input", "totalseg_inference", "totalseg_masks", "totalseg_rtstruct"):
+        assert with_weights.resolve_asset_graph().get(AssetKey(name)).automation_condition is not None
     seg_sensor = with_weights.resolve_sensor_def("segmentation_automation_sensor")
     assert seg_sensor.run_tags == {"rt/gpu": "true"}  # dagster.yaml limits these runs to one at a time
 

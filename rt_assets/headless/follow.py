@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 from dagster import DagsterEventType, DagsterRunStatus, RunsFilter
 
-from rt_assets.constants import COURSE_JOB, DERIVED_JOB, SEGMENTATION_JOB
+from rt_assets.constants import COURSE_JOB, DERIVED_JOB, SEGMENTATION_JOB, TOTALSEG_ASSETS
 from rt_assets.headless.plan import UNFINISHED, CoursePlan, Planner
 from rt_resources.ingest.linking import Course
 
@@ -41,6 +41,8 @@ class CourseState:
     error: str = ""
     stages_run: list[str] = field(default_factory=list)
     all_runs: list[str] = field(default_factory=list)
+    #: course-stage assets left to the derived stage (which computes them with the auto structures)
+    deferred: list[str] = field(default_factory=list)
 
     @property
     def finished(self) -> bool:
@@ -130,6 +132,13 @@ class Follower:
         self.custom_rules = custom_rules
         self.ensure_daemon = ensure_daemon
         self.states: list[CourseState] = []
+        #: the derived job's assets, less TotalSegmentator's masks and RTSTRUCT where it cannot run
+        #: (an unmaterialized output would make Dagster skip the DVH and radiomics after it)
+        self.derived_assets = None if "totalseg_inference" in segmentation_assets else derived_without_totalseg(planner)
+        #: where a segmentation can run, the course stage leaves the DVH, radiomics and preview to the
+        #: derived stage, which computes them once with every mask source: the course stage is then
+        #: short, so the next course's input is ready before the GPU is free
+        self.deferrable = set(planner.derived_assets) & set(planner.course_job_assets) if segmentation_assets else set()
 
     # ----------------------------------------------------------------- stages
 
@@ -144,9 +153,16 @@ class Follower:
         order = ["", "course", "segmentation", "derived"]
         for stage in order[order.index(state.stage if state.stage in order else "") + 1 :]:
             if stage == "course" and state.plan.course_assets:
-                assets = None if state.plan.full else state.plan.course_assets
-                self._await(state, stage, self.submit(COURSE_JOB, state.course, stage, assets=assets))
-                return
+                assets = list(state.plan.course_assets)
+                if self.deferrable:
+                    state.deferred = [a for a in assets if a in self.deferrable]
+                    assets = [a for a in assets if a not in self.deferrable]
+                if assets:
+                    whole = state.plan.full and not state.deferred
+                    self._await(
+                        state, stage, self.submit(COURSE_JOB, state.course, stage, assets=None if whole else assets)
+                    )
+                    return
             if stage == "segmentation":
                 needed = self.planner.segmentation_needed(key, self.segmentation_assets)
                 if needed:
@@ -154,7 +170,10 @@ class Follower:
                     return
             if stage == "derived":
                 if self.planner.derived_needed(key, "segmentation" in state.stages_run, self.custom_rules):
-                    self._await(state, stage, self.submit(DERIVED_JOB, state.course, stage))
+                    self._await(state, stage, self.submit(DERIVED_JOB, state.course, stage, assets=self.derived_assets))
+                    return
+                if state.deferred:  # nothing new from segmentation: only what the course stage left
+                    self._await(state, stage, self.submit(DERIVED_JOB, state.course, stage, assets=state.deferred))
                     return
         state.stage, state.run_ids = "done", []
         state.status = "ok" if state.stages_run else "unchanged"
@@ -250,6 +269,11 @@ class Follower:
 
     def session_runs(self) -> list[str]:
         return [r for s in self.states for r in s.all_runs]
+
+
+def derived_without_totalseg(planner: Planner) -> list[str]:
+    """The assets of ``derived_job`` but TotalSegmentator's post-processing steps."""
+    return sorted(set(planner.derived_assets) - set(TOTALSEG_ASSETS))
 
 
 def cancel_runs(instance, run_ids: list[str]) -> int:

@@ -19,6 +19,7 @@ from rt_assets.config import use_settings
 from rt_assets.constants import (
     COHORT_JOB,
     COURSE_JOB,
+    DERIVED_JOB,
     SEGMENTATION_JOB,
     TAG_CLI_SESSION,
     TAG_DATA_ROOT,
@@ -263,7 +264,8 @@ def _submit_and_follow(
     ledger = RequestLedger(ledger_path(state_dir(out, settings.state_dir)))
 
     def submit(job: str, course, stage: str, assets=None) -> str:
-        tags = {**course_tags(course, "cli", settings.priority, gpu=job == SEGMENTATION_JOB), **base_tags}
+        gpu, derived = job == SEGMENTATION_JOB, job == DERIVED_JOB
+        tags = {**course_tags(course, "cli", settings.priority, gpu=gpu, derived=derived), **base_tags}
         run_id = submitter.submit(job, {**tags, TAG_STAGE: stage}, config, partition_key=course.key, assets=assets)
         if job == COURSE_JOB:  # the drop sensor will not request this content again
             ledger.record({course.key: course.fingerprint}, 0)

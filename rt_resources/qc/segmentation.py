@@ -51,16 +51,19 @@ EXPECTED_ORGANS: dict[str, tuple[str, tuple[str, ...], tuple[str, ...]]] = {
 }
 
 
-def autoseg_completeness(totalseg_dir: Path) -> QcResult:
+def autoseg_completeness(totalseg_dir: Path, volumes_cc: dict[str, float] | None = None) -> QcResult:
     """Body regions from TotalSegmentator's vertebra masks and the organs expected there
     (:data:`EXPECTED_ORGANS`) that are missing or empty (WARN); no vertebra at all: WARN,
-    the body region cannot be inferred."""
+    the body region cannot be inferred. ``volumes_cc``: every class's volume when the caller
+    has it (the label map), so no mask is read again; an empty class then has no file."""
     import SimpleITK as sitk
 
     name, asset = "autoseg_completeness", "totalseg_masks"
     totalseg_dir = Path(totalseg_dir)
     files = {p.name[: -len(".nii.gz")]: p for p in totalseg_dir.glob("*.nii.gz")}
-    volume_cc: dict[str, float] = {}
+    volume_cc: dict[str, float] = dict(volumes_cc or {})
+    if volumes_cc is not None:
+        files.update({cls: totalseg_dir / f"{cls}.nii.gz" for cls in volumes_cc if cls not in files})
 
     def cc(cls: str) -> float:  # 0 for absent or empty; each mask read at most once
         if cls not in volume_cc:

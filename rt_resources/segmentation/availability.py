@@ -25,8 +25,8 @@ class SegmentationAvailability:
         return self.totalseg_ready or bool(self.models)
 
     def available_assets(self) -> list[str]:
-        """Names of the segmentation assets that can run here."""
-        return (["totalseg_masks"] if self.totalseg_ready else []) + [f"nnunet_{m.name}" for m in self.models]
+        """Names of the segmentation (GPU) assets that can run here."""
+        return (["totalseg_inference"] if self.totalseg_ready else []) + [f"nnunet_{m.name}" for m in self.models]
 
 
 def totalseg_home(settings: Settings) -> Path:
@@ -40,7 +40,9 @@ def segmentation_availability(settings: Settings) -> SegmentationAvailability:
 
     ts = settings.totalsegmentator
     try:
-        checkpoint = check_ready(TotalSegSettings(home=totalseg_home(settings), task=ts.task, fast=ts.fast))
+        checkpoint = check_ready(
+            TotalSegSettings(home=totalseg_home(settings), task=ts.task, fast=ts.fast, backend=ts.backend)
+        )
         ready, detail = True, str(checkpoint)
     except WeightsMissing as exc:
         ready, detail = False, str(exc)

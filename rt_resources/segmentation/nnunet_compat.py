@@ -145,12 +145,11 @@ def prepare_totalsegmentator_runtime(home: Path) -> None:
     register_trainers()
 
 
-def expected_model_folders(home: Path, task: str, fast: bool, fastest: bool = False) -> list[Path]:
-    """The ``fold_N`` folders TotalSegmentator will load for ``task`` (one per part for multi-model tasks).
-
-    Resolves the sub-mode like ``totalsegmentator.python_api.get_task_config`` does.
-    """
-    from totalsegmentator.map_tasks_config import DEFAULT_CONFIG, TASK_CONFIGS, TASK_ID_WEIGHTS_CONFIGS
+def task_config(task: str, fast: bool, fastest: bool = False) -> dict:
+    """TotalSegmentator's configuration of ``task`` (task ids, trainer, model, folds, resample),
+    with the sub-mode resolved as ``totalsegmentator.python_api.get_task_config`` does it, without
+    importing the Python API (which imports torch)."""
+    from totalsegmentator.map_tasks_config import DEFAULT_CONFIG, TASK_CONFIGS
 
     if task not in TASK_CONFIGS:
         raise ValueError(f"unknown TotalSegmentator task {task!r}")
@@ -163,6 +162,14 @@ def expected_model_folders(home: Path, task: str, fast: bool, fastest: bool = Fa
         config.update(raw["sub_modes"][mode])
     else:
         config.update(raw)
+    return config
+
+
+def expected_model_folders(home: Path, task: str, fast: bool, fastest: bool = False) -> list[Path]:
+    """The ``fold_N`` folders TotalSegmentator will load for ``task`` (one per part for multi-model tasks)."""
+    from totalsegmentator.map_tasks_config import TASK_ID_WEIGHTS_CONFIGS
+
+    config = task_config(task, fast, fastest)
     task_ids = config["task_id"] if isinstance(config["task_id"], list) else [config["task_id"]]
     plans = config.get("plans") or "nnUNetPlans"  # totalsegmentator() passes plans="nnUNetPlans"
     identifier = f"{config['trainer']}__{plans}__{config['model']}"

@@ -114,24 +114,13 @@ def run_nnunet_model(
     # importing totalsegmentator.nnunet patches nnU-Net's trainer lookup to consult the registered
     # classes first (the full scan imports torchvision, which fails beside a CPU torch)
     register_trainers()
-    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
-
     if device == "gpu" and device_index is not None:
         from rt_resources.segmentation.totalseg import use_cuda_index
 
         torch_device = torch.device("cuda", use_cuda_index(device_index))
     else:
         torch_device = torch.device("cuda" if device == "gpu" else "cpu")
-    predictor = nnUNetPredictor(
-        tile_step_size=0.5,
-        use_gaussian=True,
-        use_mirroring=False,
-        perform_everything_on_device=torch_device.type == "cuda",
-        device=torch_device,
-        verbose=False,
-        verbose_preprocessing=False,
-        allow_tqdm=False,
-    )
+    predictor = new_predictor(torch_device, 0.5)
     predictor.initialize_from_trained_model_folder(
         str(model.trained_folder), use_folds=model.folds, checkpoint_name=model.checkpoint
     )
@@ -158,3 +147,20 @@ def _read_for_nnunet(ct_path: Path):
     from nnunetv2.imageio.simpleitk_reader_writer import SimpleITKIO
 
     return SimpleITKIO().read_images([str(ct_path)])
+
+
+def new_predictor(torch_device, tile_step_size: float):
+    """nnU-Net's predictor as TotalSegmentator sets it up: Gaussian tile weighting, no mirroring
+    (test-time augmentation off), everything on the device when it is a GPU, no progress bars."""
+    from nnunetv2.inference.predict_from_raw_data import nnUNetPredictor
+
+    return nnUNetPredictor(
+        tile_step_size=tile_step_size,
+        use_gaussian=True,
+        use_mirroring=False,
+        perform_everything_on_device=torch_device.type == "cuda",
+        device=torch_device,
+        verbose=False,
+        verbose_preprocessing=False,
+        allow_tqdm=False,
+    )

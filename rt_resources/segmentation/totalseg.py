@@ -43,6 +43,23 @@ class TotalSegSettings:
     force_split: bool = False
     threads: int = field(default_factory=default_threads)
     license_key: str = ""
+    backend: str = "totalsegmentator"  #: totalsegmentator | standin
+    standin_seconds: float = 0.0
+    worker_idle_s: float = 600.0
+    inference_timeout_s: float = 3600.0
+
+    def model_spec(self):
+        """What the segmentation worker loads for these settings."""
+        from rt_resources.segmentation.worker import ModelSpec
+
+        standin = self.backend == "standin"
+        return ModelSpec(
+            backend=self.backend,
+            home="" if standin else str(Path(self.home).resolve()),
+            task=self.task,
+            fast=self.fast,
+            standin_seconds=self.standin_seconds if standin else 0.0,
+        )
 
 
 @dataclass
@@ -54,7 +71,12 @@ class SegmentationResult:
 
 
 def check_ready(settings: TotalSegSettings) -> Path:
-    """Fail fast, before importing torch, when weights are missing; returns the checkpoint path."""
+    """Fail fast, before importing torch, when weights are missing; returns the checkpoint path
+    (the stand-in needs none: its own module is its "checkpoint")."""
+    if settings.backend == "standin":
+        from rt_resources.segmentation import standin
+
+        return Path(standin.__file__)
     from rt_resources.segmentation.nnunet_compat import totalseg_weights_present
 
     present, where = totalseg_weights_present(settings.home, settings.task, settings.fast)
@@ -185,3 +207,114 @@ def move_masks(masks: dict[str, Path], folder: Path) -> dict[str, str]:
         shutil.move(str(path), folder / path.name)
         out[name] = path.name
     return out
+
+
+# ------------------------------------------------------------------ the split path (long-lived workers)
+
+
+def model_spacing_mm(task: str, fast: bool) -> float:
+    """The isotropic spacing TotalSegmentator resamples the CT to for ``task`` (1.5 mm for ``total``,
+    3 mm for ``total --fast``), from its own task table."""
+    from rt_resources.segmentation.nnunet_compat import task_config
+
+    resample = task_config(task, fast).get("resample")
+    if resample is None:
+        raise ValueError(f"TotalSegmentator task {task!r} has no fixed model spacing")
+    return float(resample if np.isscalar(resample) else resample[0])
+
+
+def prepare_input(ct_path: Path, out_path: Path, settings: TotalSegSettings) -> dict:
+    """The model's input, as TotalSegmentator prepares it before its predictor runs: the CT in the
+    closest canonical (RAS) orientation, resampled to the model spacing (first order, int32), saved
+    as NIfTI at ``out_path``. Returns its shape and spacing."""
+    import nibabel as nib
+    from totalsegmentator.alignment import as_closest_canonical
+    from totalsegmentator.resampling import change_spacing
+
+    spacing = model_spacing_mm(settings.task, settings.fast)
+    image = as_closest_canonical(nib.load(str(ct_path)))
+    resampled = change_spacing(image, spacing, order=1, dtype=np.int32, nr_cpus=settings.threads)
+    from rt_resources.fileio import atomic_path
+
+    with atomic_path(Path(out_path)) as tmp:
+        nib.save(resampled, str(tmp))
+    stop_worker_pools()
+    return {"shape": [int(v) for v in resampled.shape], "spacing_mm": spacing}
+
+
+def labelmap_to_ct(labelmap_path: Path, ct_path: Path, settings: TotalSegSettings) -> np.ndarray:
+    """The model's label map back on the CT's grid, as TotalSegmentator does it: nearest-neighbour
+    resampling to the canonical CT's shape and affine, then the canonical orientation undone.
+    Returns a uint8 array in SimpleITK order (z, y, x) of ``ct_path``'s grid."""
+    import nibabel as nib
+    from totalsegmentator.alignment import as_closest_canonical, undo_canonical
+    from totalsegmentator.resampling import change_spacing
+
+    original = nib.load(str(ct_path))
+    canonical = as_closest_canonical(original)
+    labels = nib.load(str(labelmap_path))
+    spacing = model_spacing_mm(settings.task, settings.fast)
+    back = change_spacing(
+        labels,
+        spacing,
+        canonical.shape,
+        order=0,
+        dtype=np.uint8,
+        nr_cpus=settings.threads,
+        force_affine=canonical.affine,
+    )
+    back = undo_canonical(back, original)
+    stop_worker_pools()
+    data = np.asarray(back.dataobj).astype(np.uint8)  # (x, y, z) of the NIfTI
+    return np.ascontiguousarray(data.transpose(2, 1, 0))
+
+
+def write_class_masks(labels_zyx: np.ndarray, ct_path: Path, folder: Path, task: str, roi_subset=()) -> list[dict]:
+    """One uint8 mask per non-empty class of ``task`` in ``folder`` (``<class>.nii.gz`` on the CT
+    grid), and one record per class of the task (``roi_name, file, voxels, volume_cc, empty``): an
+    empty class has no file. With ``roi_subset`` only those classes are kept."""
+    import SimpleITK as sitk
+    from scipy import ndimage
+    from totalsegmentator.map_to_binary import class_map
+
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(ct_path))
+    reader.ReadImageInformation()
+    voxel_cc = float(np.prod(reader.GetSpacing())) / 1000.0
+    names = class_map[task]
+    wanted = set(roi_subset) if roi_subset else None
+    top = max(names)
+    counts = np.bincount(labels_zyx.ravel(), minlength=top + 1)
+    boxes = ndimage.find_objects(labels_zyx, max_label=top)
+    records = []
+    for label, name in sorted(names.items()):
+        if wanted is not None and name not in wanted:
+            continue
+        voxels = int(counts[label]) if label < len(counts) else 0
+        record = {
+            "roi_name": name,
+            "file": None,
+            "voxels": voxels,
+            "volume_cc": voxels * voxel_cc,
+            "empty": voxels == 0,
+        }
+        if voxels:
+            box = boxes[label - 1]
+            mask = np.zeros(labels_zyx.shape, dtype=np.uint8)
+            mask[box] = labels_zyx[box] == label
+            image = sitk.GetImageFromArray(mask)
+            image.SetOrigin(reader.GetOrigin())
+            image.SetSpacing(reader.GetSpacing())
+            image.SetDirection(reader.GetDirection())
+            record["file"] = f"{name}.nii.gz"
+            sitk.WriteImage(image, str(Path(folder) / record["file"]), True)
+        records.append(record)
+    return records
+
+
+def engine_device(kind: str, index: int | None) -> str:
+    """The worker's device name: ``cpu``, or ``cuda:<index>`` (this process's CUDA index of the
+    leased device; torch is imported by the worker, not here)."""
+    if kind == "cpu":
+        return "cpu"
+    return f"cuda:{int(index or 0)}"

@@ -51,6 +51,7 @@ _SOURCES = {
     "Ellipsoid": "phantom",
     "Phantom": "phantom",
     "make_phantom": "phantom",
+    "REALISTIC": "realistic",
     "dose_grid": "rtdose",
 }
 
@@ -84,6 +85,7 @@ __all__ = [
     "PRIMARY",
     "PRIMARY_FRACTIONS",
     "PRIMARY_RX_GY",
+    "REALISTIC",
     "Ellipsoid",
     "Grid",
     "Phantom",

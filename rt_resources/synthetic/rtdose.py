@@ -1,7 +1,9 @@
 """RT Dose: the analytic dose sampled on a coarse grid, stored as scaled uint32.
 
-Grid: in-plane spacing 2x the CT pixel spacing, covering BODY plus a 10 mm margin,
-shifted by half a CT pixel; frames spaced by the CT slice spacing, lying half-way
+Grid: in-plane spacing 2x the CT pixel spacing (for CT pixels under 1.25 mm the smallest
+whole multiple of at least ``MIN_DOSE_PIXEL_MM`` = 2.5 mm instead, e.g. 3 x 0.977 = 2.93 mm at
+clinical size, the dose resolution a planning system exports), covering BODY plus a 10 mm
+margin, shifted by half a CT pixel; frames spaced by the CT slice spacing, lying half-way
 between CT slices.  GridFrameOffsetVector is relative (first value 0) and counts mm
 along the image-plane normal (row cosine x column cosine), so frame ``k`` lies at
 ``ImagePositionPatient + offset[k] * normal``.  Dose (Gy) = stored * DoseGridScaling.
@@ -21,6 +23,8 @@ from .geometry import Grid, centred_grid
 from .options import SynthFile
 
 MARGIN_MM = 10.0
+#: smallest in-plane dose pixel (mm); only CT pixels under 1.25 mm (2 x 1.25) are affected
+MIN_DOSE_PIXEL_MM = 2.5
 MAX_STORED = 2**24  # DoseGridScaling is chosen so the maximum stored value is about this
 
 
@@ -28,7 +32,7 @@ def dose_grid(ctx: CourseContext) -> Grid:
     """The RTDOSE grid of this course (same orientation as the CT)."""
     opts = ctx.options
     body = ctx.phantom.body
-    step = 2.0 * opts.pixel_mm
+    step = max(2, math.ceil(MIN_DOSE_PIXEL_MM / opts.pixel_mm)) * opts.pixel_mm
     cols = math.ceil(2 * (body.semi_axes[0] + MARGIN_MM) / step) + 1
     rows = math.ceil(2 * (body.semi_axes[1] + MARGIN_MM) / step) + 1
     frames = opts.slices - 1

@@ -29,7 +29,7 @@ from tests.cluster.services import PG_BIN, postgres, redis, start_worker, wait_w
 from tests.headless.helpers import RTPIPELINE, step_intervals
 
 ROOT = Path(__file__).resolve().parents[2]
-SEGMENTATION_STEPS = {"totalseg_masks"}
+SEGMENTATION_STEPS = {"totalseg_inference"}
 #: the demo drop's anatomy at 10 mm voxels: the tiny model's weights are random, so its 117 masks
 #: are noise, and writing them as an RTSTRUCT takes ~140 s per course at the demo's 5 mm
 HALF_RES = ["--rows", "48", "--slices", "24", "--pixel-mm", "10", "--slice-mm", "10"]
@@ -117,7 +117,7 @@ def test_demo_drop_through_postgres_and_two_celery_workers(cluster):
         for step, host in _celery_hosts(instance, run.run_id).items():
             hosts.setdefault(step, set()).add(host.split("@")[0])
     assert {h for hs in hosts.values() for h in hs} == {"cpu", "gpu"}, hosts
-    assert hosts["totalseg_masks"] == {"gpu"} and hosts["ct_image"] == {"cpu"}, hosts
+    assert hosts["totalseg_inference"] == {"gpu"} and hosts["ct_image"] == {"cpu"}, hosts
     seg = sorted(
         (s for s in step_intervals(instance, runs) if s["step"] in SEGMENTATION_STEPS), key=lambda s: s["start"]
     )
@@ -146,7 +146,7 @@ def test_a_gpu_worker_killed_mid_step_fails_the_step_and_the_next_run_completes(
             if run.job_name != "segmentation_job" or run.run_id in earlier:
                 continue
             started = instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
-            if any(e.step_key == "totalseg_masks" for e in started):
+            if any(e.step_key == "totalseg_inference" for e in started):
                 os.killpg(gpu.pid, signal.SIGKILL)
                 killed = True
                 break

@@ -588,7 +588,7 @@ def _assert_gpu_step(tags: dict) -> None:
 def test_segmentation_asset_requests_one_gpu():
     from rt_assets.definitions import defs
 
-    _assert_gpu_step(defs.resolve_assets_def("totalseg_masks").op.tags)
+    _assert_gpu_step(defs.resolve_assets_def("totalseg_inference").op.tags)
     for name in ("ct_image", "dvh", "course_manifest", "structure_masks"):
         assert not _requests_gpu(defs.resolve_assets_def(name).op.tags), name
 
@@ -659,7 +659,7 @@ def _step_pod(values, deployment, tags) -> kubernetes.client.V1PodSpec:
 def test_gpu_step_pod_requests_the_gpu_and_keeps_the_volumes(values, deployment):
     from rt_assets.definitions import defs
 
-    gpu_pod = _step_pod(values, deployment, defs.resolve_assets_def("totalseg_masks").op.tags)
+    gpu_pod = _step_pod(values, deployment, defs.resolve_assets_def("totalseg_inference").op.tags)
     (container,) = gpu_pod.containers
     assert container.resources.limits[GPU] == "1" and container.resources.requests[GPU] == "1"
     # the run launcher's CPU and memory stay beside the GPU

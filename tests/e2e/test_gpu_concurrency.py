@@ -16,7 +16,7 @@ from rt_resources.synthetic import write_patient
 from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster_dev
 from tests.helpers import SMALL
 
-SEG_STEP = "totalseg_masks"
+SEG_STEP = "totalseg_inference"
 CPU_STEPS = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "ct_crop", "custom_structures"}
 
 

@@ -9,7 +9,7 @@ from rt_resources.synthetic import SynthOptions, write_patient
 from tests.headless.helpers import cli_env, instance_of, run_cli, runs_of, step_intervals
 from tests.helpers import SMALL
 
-SEG_STEP = "totalseg_masks"
+SEG_STEP = "totalseg_inference"
 CPU_STEPS = {
     "course_manifest",
     "ct_image",
@@ -37,7 +37,7 @@ def test_cli_segmentation_pipelines_with_other_courses(drop, tmp_path):
         "run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu", "--totalseg-fast", env=env
     )
     assert proc.returncode == 0, proc.stdout + proc.stderr
-    assert "totalseg_masks: one at a time" in proc.stderr
+    assert "totalseg_inference: one at a time" in proc.stderr
     instance = instance_of(out)
     seg_runs = runs_of(instance, "segmentation_job")
     assert len(seg_runs) == 3 and all(r.tags["rt/gpu"] == "true" for r in seg_runs)  # one GPU run at a time

@@ -93,7 +93,7 @@ def test_twenty_courses_in_three_batches_through_the_sensor(tmp_path):
     assert "database is locked" not in dev_log
     failed = [r for r in runs if r.status == DagsterRunStatus.FAILURE]
     assert not failed, [(r.job_name, r.tags.get("dagster/partition")) for r in failed]
-    seg = sorted((s for s in steps if s["step"] == "totalseg_masks"), key=lambda s: s["start"])
+    seg = sorted((s for s in steps if s["step"] == "totalseg_inference"), key=lambda s: s["start"])
     assert len({s["partition"] for s in seg}) == N_COURSES
     for a, b in zip(seg, seg[1:], strict=False):
         assert b["start"] >= a["end"], f"segmentations overlap: {a} and {b}"

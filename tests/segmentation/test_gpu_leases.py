@@ -1,6 +1,6 @@
 """GPU leases (rt_resources/gpu_leases.py) and the pool `gpu` (rt_assets/gpu_pool.py), on CPU
 with simulated devices: real flock locks, real processes, a real Dagster instance running the
-real totalseg_masks step (tiny TotalSegmentator model) for two courses at once."""
+real totalseg_inference step (its worker replaced) for two courses at once."""
 
 from __future__ import annotations
 
@@ -244,38 +244,33 @@ HOLD_S = 3.0  #: the stand-in engine's run time: long enough for the two steps t
 
 
 def segment_child(workdir: str, key: str) -> None:
-    """Child: materialize totalseg_masks of course ``key`` against the test's instance, once per
+    """Child: materialize totalseg_inference of course ``key`` against the test's instance, once per
     scenario of ``workdir/spec.json``, each when that scenario's go-file appears.
 
-    The step is the real one (course inputs, lease, masks, RTSTRUCT, metadata) with TotalSegmentator
-    set to device gpu; only the network is replaced, by a stand-in that checks the CUDA index it is
-    given and thresholds the CT: no CUDA here, and the real engine takes minutes four times over on
-    2 cores (test_segmentation_assets runs it through the same leased step)."""
+    The step is the real one (course paths, lease, metadata) with TotalSegmentator set to device
+    gpu; only the segmentation worker is replaced, by a stand-in that checks the CUDA device it is
+    given and thresholds the prepared input: no CUDA here."""
     from dagster import DagsterInstance, materialize
     from dagster._core.instance.ref import InstanceRef
     from dagster._serdes import deserialize_value
 
-    import rt_assets.assets.segmentation.totalseg_masks as module
+    import rt_assets.assets.segmentation.totalseg_inference as module
     from rt_resources.resources import DataRoot, TotalSegmentator
-    from rt_resources.segmentation.totalseg import SegmentationResult
+    from rt_resources.segmentation.worker import Inference
 
     work = Path(workdir)
     spec = json.loads((work / "spec.json").read_text())
 
-    def engine(ct_path, out_dir, settings, device_index=None):  # called inside the step's lease
+    def engine(state_dir, device, model, input_path, output_path, **kwargs):  # called inside the step's lease
         import SimpleITK as sitk
 
-        assert settings.device == "gpu" and isinstance(device_index, int)
-        start = time.perf_counter()
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        ct = sitk.ReadImage(str(ct_path))
-        sitk.WriteImage(sitk.Cast(ct > 0, sitk.sitkUInt8), str(out / "liver.nii.gz"), True)
+        assert device.startswith("cuda:") and model.backend == "totalsegmentator"
+        start = time.time()
+        sitk.WriteImage(sitk.Cast(sitk.ReadImage(str(input_path)) > 0, sitk.sitkUInt8), str(output_path), True)
         time.sleep(HOLD_S)
-        masks = {"liver": out / "liver.nii.gz"}
-        return SegmentationResult(masks, f"gpu:{device_index}", time.perf_counter() - start, [])
+        return Inference(Path(output_path), time.time() - start, 0.0, start, time.time(), os.getpid(), device)
 
-    module.run_totalsegmentator = engine
+    module.infer = engine
     instance = DagsterInstance.from_ref(deserialize_value((work / "instance_ref.json").read_text(), InstanceRef))
     resources = {
         "data_root": DataRoot(path=spec["data_root"]),
@@ -286,7 +281,7 @@ def segment_child(workdir: str, key: str) -> None:
         (work / f"ready-{name}-{key}").write_text("")
         _wait_for_file(work / f"go-{name}")
         result = materialize(
-            [module.totalseg_masks],
+            [module.totalseg_inference],
             partition_key=key,
             instance=instance,
             resources=resources,
@@ -304,11 +299,11 @@ def _wait_for_file(path: Path, timeout: float = 120) -> None:
 
 
 def _leases(instance, scenario: str) -> list[dict]:
-    """The device metadata of the scenario's totalseg_masks materializations, by lease start."""
+    """The device metadata of the scenario's totalseg_inference materializations, by lease start."""
     from dagster import AssetKey
 
     out = []
-    for record in instance.fetch_materializations(AssetKey("totalseg_masks"), limit=20).records:
+    for record in instance.fetch_materializations(AssetKey("totalseg_inference"), limit=20).records:
         if instance.get_run_by_id(record.run_id).tags.get("scenario") == scenario:
             metadata = record.asset_materialization.metadata
             out.append({**metadata["device_lease"].value, "device_meta": metadata["device"].value})
@@ -320,7 +315,7 @@ def _overlap(a: dict, b: dict) -> bool:
 
 
 def test_two_courses_segment_at_once_on_two_simulated_devices(tmp_path, drop, data_root, resources):
-    """Two course partitions' totalseg_masks steps in two processes against one instance: with two
+    """Two course partitions' totalseg_inference steps in two processes against one instance: with two
     devices (pool `gpu` set to 2 by ensure_gpu_pool) they run at once, on different devices; with
     one device (the pool left at 2) the leases alone serialise them."""
     from dagster import instance_for_test, materialize
@@ -328,6 +323,7 @@ def test_two_courses_segment_at_once_on_two_simulated_devices(tmp_path, drop, da
 
     from rt_assets.assets.course.course_manifest import course_manifest
     from rt_assets.assets.course.ct_image import ct_image
+    from rt_assets.assets.course.totalseg_input import totalseg_input
     from rt_assets.gpu_pool import ensure_gpu_pool
     from rt_assets.partitions import course_partitions
     from rt_resources.ingest.survey import survey_drop
@@ -352,7 +348,7 @@ def test_two_courses_segment_at_once_on_two_simulated_devices(tmp_path, drop, da
         try:
             instance.add_dynamic_partitions(course_partitions.name, keys)
             for key in keys:
-                course = [course_manifest, ct_image]
+                course = [course_manifest, ct_image, totalseg_input]
                 assert materialize(course, partition_key=key, instance=instance, resources=resources).success
             warning = ensure_gpu_pool(instance, GpuConfig(**scenarios["two"]).slots().count)
             assert warning and "rt/gpu" in warning  # dagster.yaml's run limit of 1 would hold one back

@@ -16,9 +16,12 @@ from rt_assets.assets.course.ct_image import ct_image
 from rt_assets.assets.course.dose_grid import dose_grid
 from rt_assets.assets.course.dvh import dvh
 from rt_assets.assets.course.structure_masks import structure_masks
+from rt_assets.assets.course.totalseg_input import totalseg_input
 from rt_assets.assets.derived.ct_crop import ct_crop
+from rt_assets.assets.derived.totalseg_masks import totalseg_masks
+from rt_assets.assets.derived.totalseg_rtstruct import totalseg_rtstruct
 from rt_assets.assets.segmentation.nnunet_models import nnunet_model_asset
-from rt_assets.assets.segmentation.totalseg_masks import totalseg_masks
+from rt_assets.assets.segmentation.totalseg_inference import totalseg_inference
 from rt_assets.partitions import course_partitions
 from rt_resources.ingest.survey import survey_drop
 from rt_resources.resources import SegmentationConfig, TotalSegmentator
@@ -28,6 +31,7 @@ from rt_resources.synthetic import write_patient
 from tests.helpers import SMALL
 
 COURSE = [course_manifest, ct_image, dose_grid, structure_masks, dvh]
+TOTALSEG = [totalseg_input, totalseg_inference, totalseg_masks, totalseg_rtstruct]
 
 
 @pytest.fixture(scope="module")
@@ -35,6 +39,15 @@ def tiny_home(tmp_path_factory):
     home = tmp_path_factory.mktemp("totalseg_home")
     build_tiny_totalseg_model(home, "total_fast")
     return home
+
+
+@pytest.fixture(autouse=True)
+def no_lingering_worker(data_root):
+    yield
+    from rt_resources.resources import DataRoot
+    from rt_resources.segmentation.worker import stop_worker
+
+    stop_worker(DataRoot(path=str(data_root)).state(), "cpu")
 
 
 @pytest.fixture
@@ -56,7 +69,11 @@ def seg_resources(resources, home, **config):
 
 def test_missing_weights_fail_fast_and_nothing_else_is_blocked(course, data_root, resources, instance, tmp_path):
     res = seg_resources(resources, tmp_path / "no_weights")
-    result = materialize([totalseg_masks], partition_key=course, instance=instance, resources=res, raise_on_error=False)
+    prepared = materialize([totalseg_input], partition_key=course, instance=instance, resources=res)
+    assert prepared.success and not prepared.asset_materializations_for_node("totalseg_input")  # a recorded skip
+    result = materialize(
+        [totalseg_inference], partition_key=course, instance=instance, resources=res, raise_on_error=False
+    )
     assert not result.success
     message = next(e for e in result.all_events if e.is_step_failure).step_failure_data.error.message
     assert "weights" in message and "looked for" in message and str(tmp_path / "no_weights") in message
@@ -67,22 +84,24 @@ def test_missing_weights_fail_fast_and_nothing_else_is_blocked(course, data_root
 
 def test_totalsegmentator_chain_with_tiny_model(course, data_root, resources, instance, tiny_home):
     res = seg_resources(resources, tiny_home)
-    assert materialize([totalseg_masks], partition_key=course, instance=instance, resources=res).success
+    assert materialize(TOTALSEG, partition_key=course, instance=instance, resources=res).success
     course_dir = data_root / "courses" / course
     folder = course_dir / "masks" / "totalseg"
     from totalsegmentator.map_to_binary import class_map
 
+    index = json.loads((folder / "rois.json").read_text())
+    assert [r["roi_name"] for r in index] == list(class_map["total"].values())  # TotalSegmentator's own names
     names = {p.name[: -len(".nii.gz")] for p in folder.glob("*.nii.gz")}
-    assert names == set(class_map["total"].values())  # TotalSegmentator's own class names
+    assert names == {r["roi_name"] for r in index if not r["empty"]}  # a file per non-empty class
     ct = sitk.ReadImage(str(course_dir / "ct.nii.gz"))
-    liver = sitk.ReadImage(str(folder / "liver.nii.gz"))
-    assert liver.GetSize() == ct.GetSize() and liver.GetPixelID() == sitk.sitkUInt8
-    assert liver.GetOrigin() == pytest.approx(ct.GetOrigin()) and liver.GetDirection() == pytest.approx(
-        ct.GetDirection()
-    )
+    some = sitk.ReadImage(str(folder / f"{sorted(names)[0]}.nii.gz"))
+    assert some.GetSize() == ct.GetSize() and some.GetPixelID() == sitk.sitkUInt8
+    assert some.GetOrigin() == pytest.approx(ct.GetOrigin()) and some.GetDirection() == pytest.approx(ct.GetDirection())
+    inference = instance.fetch_materializations(AssetKey("totalseg_inference"), limit=1).records[0]
+    inference = inference.asset_materialization
+    assert inference.metadata["device"].value == "cpu" and inference.metadata["load_s"].value > 0
+    assert len(inference.metadata["input_sha256"].value["model_checkpoint"]) == 64
     mat = instance.fetch_materializations(AssetKey("totalseg_masks"), limit=1).records[0].asset_materialization
-    assert mat.metadata["device"].value == "cpu"
-    assert len(mat.metadata["input_sha256"].value["model_checkpoint"]) == 64
     # exported RTSTRUCT references the course's CT
     rtstruct = pydicom.dcmread(course_dir / "rtstruct_totalseg.dcm")
     manifest = json.loads((course_dir / "manifest.json").read_text())

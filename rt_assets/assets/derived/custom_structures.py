@@ -4,7 +4,7 @@ from dagster import AssetExecutionContext, Failure, MaterializeResult, MetadataV
 
 from rt_assets.automation import after_updates
 from rt_assets.course_inputs import course_paths
-from rt_assets.lineage import content_version, lineage_metadata, record_skip
+from rt_assets.lineage import content_version, lineage_metadata
 from rt_assets.partitions import course_partitions
 from rt_assets.privacy import private
 from rt_resources.course_paths import CUSTOM
@@ -18,9 +18,8 @@ from rt_resources.structures.masks import ROI_INDEX_FILE
 @asset(
     partitions_def=course_partitions,
     deps=["structure_masks", "totalseg_masks"],
-    code_version="1",
+    code_version="2",
     kinds={"nifti"},
-    output_required=False,
     automation_condition=after_updates(required=["structure_masks"]),
 )
 @private
@@ -28,17 +27,28 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
     """Boolean combinations (union, intersection, subtract, xor) of manual and auto structures,
     with isotropic or per-direction margins in mm, from the YAML file $RT_CUSTOM_STRUCTURES
     (courses/<key>/masks/custom/<name>.nii.gz); they get DVHs like every mask source. A rule
-    whose inputs are missing is skipped with the reason. Not materialized when no rule file is
-    configured."""
+    whose inputs are missing is skipped with the reason. Without a rule file the course has no
+    custom structures: an empty folder is materialized (``rules: none``), never a skip, because
+    Dagster skips every step downstream of an output that was not materialized, and the DVH,
+    radiomics and preview of the automatic organs in the same run would be lost with it."""
     rules = segmentation_config.custom_structures
+    paths = course_paths(context, data_root)
+    folder = paths.masks(CUSTOM)
     if not rules:
-        record_skip(context, "no custom structure rules configured (RT_CUSTOM_STRUCTURES)")
-        return
+        replace_dir_atomic(folder, lambda tmp: write_json_atomic(tmp / ROI_INDEX_FILE, []))
+        return MaterializeResult(
+            data_version=content_version(folder),
+            metadata={
+                "path": MetadataValue.path(str(folder)),
+                "rules": "none configured (RT_CUSTOM_STRUCTURES, --custom-structures)",
+                "structures": MetadataValue.json([]),
+                **lineage_metadata(context, source_uids={}, input_sha256={}),
+            },
+        )
     try:
         specs = load_custom_structures(Path(rules))
     except (OSError, ValueError) as exc:
         raise Failure(description=f"custom structure rules {rules}: {exc}") from exc
-    paths = course_paths(context, data_root)
 
     def write(folder: Path) -> list[dict]:
         records = build_all(specs, paths.masks_root, folder)
@@ -46,9 +56,8 @@ def custom_structures(context: AssetExecutionContext, data_root: DataRoot, segme
         write_json_atomic(folder / ROI_INDEX_FILE, index)
         return records
 
-    folder = paths.masks(CUSTOM)
     records = replace_dir_atomic(folder, write)
-    yield MaterializeResult(
+    return MaterializeResult(
         data_version=content_version(folder),
         metadata={
             "path": MetadataValue.path(str(folder)),
