@@ -207,20 +207,52 @@ class ComputeConfig(ConfigurableResource):
 
 
 class RadiomicsConfig(ConfigurableResource):
-    """pyradiomics settings: parameter file (shipped CT.yaml by default), workers, sequential mode."""
+    """pyradiomics settings: parameter files (shipped CT.yaml by default), which ROIs get the full
+    set (``policy``, rt_resources/radiomics/policy.py), workers, sequential mode."""
 
     params: str = Field(default="", description="pyradiomics parameter YAML; empty = the shipped CT.yaml")
     mr_params: str = Field(default="", description="parameter YAML for MR images; empty = the shipped MR.yaml")
     workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
     sequential: bool = Field(default=False, description="one ROI at a time, in process (--sequential-radiomics)")
     backend: str = Field(default="pyradiomics", description="pyradiomics | fastrad | auto (--radiomics-backend)")
+    policy: str = Field(
+        default="default",
+        description="default: full set for full_sources, full_rois and MR ROIs, basic set for the other ROIs; "
+        "full: full set for every ROI; basic: basic set for every CT ROI (BODY: light set in every policy)",
+    )
+    full_sources: list[str] = Field(
+        default_factory=lambda: RadiomicsConfig._policy_default("DEFAULT_FULL_SOURCES"),
+        description="sources whose every ROI gets the full set under the default policy",
+    )
+    full_rois: list[str] = Field(
+        default_factory=lambda: RadiomicsConfig._policy_default("DEFAULT_FULL_ROIS"),
+        description="ROI names or shell patterns (case-insensitive) that get the full set under the default policy",
+    )
+    basic_params: str = Field(
+        default="", description="parameter YAML of the basic set; empty = the shipped CT_basic.yaml"
+    )
+
+    @staticmethod
+    def _policy_default(name: str) -> list[str]:
+        from rt_resources.radiomics import policy
+
+        return list(getattr(policy, name))
 
     def settings(self):
         from rt_resources.radiomics.engine import PARAMS_DIR, RadiomicsSettings
 
         params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
         mr_params = Path(self.mr_params) if self.mr_params else PARAMS_DIR / "MR.yaml"
-        return RadiomicsSettings(params=params, mr_params=mr_params, backend=self.backend)
+        basic_params = Path(self.basic_params) if self.basic_params else PARAMS_DIR / "CT_basic.yaml"
+        return RadiomicsSettings(
+            params=params,
+            mr_params=mr_params,
+            basic_params=basic_params,
+            backend=self.backend,
+            policy=self.policy,
+            full_sources=tuple(self.full_sources),
+            full_rois=tuple(self.full_rois),
+        )
 
     def worker_count(self) -> int:
         from rt_resources.parallel import default_pool_workers
@@ -232,8 +264,13 @@ class RadiomicsConfig(ConfigurableResource):
         from rt_resources.radiomics.course import params_sha256
 
         # the backend too: fastrad's values differ from pyradiomics' at the 1e-11 level, so the
-        # table's bytes (and its data version) change with it
-        return {"params_sha256": params_sha256(self.settings()), "backend": self.backend}
+        # table's bytes (and its data version) change with it; the policy decides each ROI's
+        # parameter set (its lists only matter under the default policy)
+        config = {"params_sha256": params_sha256(self.settings()), "backend": self.backend, "policy": self.policy}
+        if self.policy == "default":
+            config["full_sources"] = sorted(set(self.full_sources))
+            config["full_rois"] = sorted({name.lower() for name in self.full_rois})
+        return config
 
 
 class RobustnessConfig(ConfigurableResource):
@@ -281,6 +318,10 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "workers": rad.workers or settings.cpu_workers(),
             "sequential": rad.sequential,
             "backend": rad.backend,
+            "policy": rad.policy,
+            "full_sources": list(rad.full_sources),
+            "full_rois": list(rad.full_rois),
+            "basic_params": rad.basic_params,
         },
         "robustness_config": {"perturbations": rad.robustness, "threshold": rad.robustness_threshold},
         "segmentation_config": {

@@ -89,6 +89,28 @@ class RadiomicsSettings(_Section):
     robustness_threshold: float = Field(
         default=0.90, gt=0, le=1, description="ICC at or above which a feature is robust"
     )
+    policy: Literal["default", "full", "basic"] = Field(
+        default="default",
+        description="which ROIs get the full parameter set (rt_resources/radiomics/policy.py): default: the "
+        "ROIs of full_sources, the ROIs named in full_rois and MR ROIs; the others (auto-segmented organs) get "
+        "basic_params; full: every ROI; basic: every CT ROI gets basic_params. Very large ROIs (BODY) get the "
+        "light parameters (CT_light.yaml) and MR ROIs mr_params in every policy",
+    )
+    full_sources: list[str] = Field(
+        default_factory=lambda: list(RadiomicsSettings._policy_defaults().DEFAULT_FULL_SOURCES),
+        description="mask sources (masks/<source>/) whose every ROI gets the full set under the default policy",
+    )
+    full_rois: list[str] = Field(
+        default_factory=lambda: list(RadiomicsSettings._policy_defaults().DEFAULT_FULL_ROIS),
+        description="ROI names that get the full set under the default policy, whatever their source "
+        "(TotalSegmentator v2 'total' class names by default: organs at risk of RT outcome studies); "
+        "case-insensitive, shell patterns allowed (lung_*)",
+    )
+    basic_params: str = Field(
+        default="",
+        description="parameter YAML of the basic set (empty: the shipped CT_basic.yaml: original image, "
+        "first-order and shape, CT.yaml's resampling and bins); keep its setting block equal to params'",
+    )
 
     @field_validator("robustness")
     @classmethod
@@ -96,6 +118,21 @@ class RadiomicsSettings(_Section):
         if value == 1:
             raise ValueError("an ICC needs at least 2 perturbations per ROI (0 turns robustness off)")
         return value
+
+    @field_validator("full_sources", "full_rois")
+    @classmethod
+    def _names(cls, value: list[str]) -> list[str]:
+        names = [v.strip() for v in value]
+        if any(not n for n in names):
+            raise ValueError("an empty name (remove it, or the list's stray comma)")
+        return names
+
+    @staticmethod
+    def _policy_defaults():
+        """The radiomics policy module (imported on use; it holds the default lists and their reasons)."""
+        from rt_resources.radiomics import policy
+
+        return policy
 
 
 class SegmentationSettings(_Section):
@@ -236,6 +273,10 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_SEQUENTIAL_RADIOMICS": ("radiomics.sequential", "bool"),
     "RT_RADIOMICS_BACKEND": ("radiomics.backend", "str"),
     "RT_RADIOMICS_ROBUSTNESS": ("radiomics.robustness", "str"),
+    "RT_RADIOMICS_POLICY": ("radiomics.policy", "str"),
+    "RT_RADIOMICS_FULL_SOURCES": ("radiomics.full_sources", "list"),
+    "RT_RADIOMICS_FULL_ROIS": ("radiomics.full_rois", "list"),
+    "RT_RADIOMICS_BASIC_PARAMS": ("radiomics.basic_params", "path"),
     "RT_MODELS_DIR": ("segmentation.models_dir", "path"),
     "RT_CUSTOM_STRUCTURES": ("segmentation.custom_structures", "path"),
     "RT_CROP_REGIONS": ("segmentation.crop_regions", "list"),

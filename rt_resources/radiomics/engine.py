@@ -6,12 +6,19 @@ are computed by pyradiomics or fastrad (``RadiomicsSettings.backend``, see
 :mod:`rt_resources.radiomics.backends`); preprocessing is pyradiomics' in both cases. Heavy
 libraries (numpy, SimpleITK, pyradiomics, torch) are imported lazily so that a spawned worker
 limits its BLAS/OpenMP thread pools *before* they are loaded.
+
+Which parameter file an ROI gets (full, basic, light for very large ROIs, MR) is the policy of
+:mod:`rt_resources.radiomics.policy` (:meth:`RadiomicsSettings.choose`). Each worker reads and checks
+the course image once (:func:`init_worker`); each ROI reads its mask and is extracted on the part
+of the image around it (:mod:`rt_resources.radiomics.region`), so a small ROI no longer pays for
+passes over the whole CT.
 """
 
 from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,6 +26,14 @@ from typing import Any
 
 from rt_resources.course_paths import mask_source_dirs
 from rt_resources.parallel import FaultHook, MemoryPolicy, RetryPolicy, run_pool
+from rt_resources.radiomics.policy import (
+    DEFAULT_FULL_ROIS,
+    DEFAULT_FULL_SOURCES,
+    ParamChoice,
+    ParamSet,
+    RoiPolicy,
+    choose_param_set,
+)
 from rt_resources.structures.masks import mask_index
 
 log = logging.getLogger("rtpipeline.radiomics")
@@ -32,6 +47,7 @@ __all__ = [
     "extract_image",
     "extract_one",
     "extract_one_recorded",
+    "init_worker",
     "run_tasks",
 ]
 
@@ -51,13 +67,25 @@ class RadiomicsTask:
 
 @dataclass(frozen=True)
 class RadiomicsSettings:
-    """Extraction settings; ROIs with more than ``max_voxels_full`` voxels, or larger than
-    ``max_volume_cc_full`` (about 2 million voxels once resampled to CT.yaml's 1 mm; BODY), use
-    ``light_params``."""
+    """Extraction settings. Which parameter file an ROI gets is :meth:`choose`'s: ``mr_params`` (or
+    the task's own file) on MR images; ``light_params`` for ROIs with more than
+    ``max_voxels_full`` voxels or larger than ``max_volume_cc_full`` (about 2 million voxels once
+    resampled to CT.yaml's 1 mm; BODY); else ``params`` or ``basic_params`` as ``policy`` says
+    (:mod:`rt_resources.radiomics.policy`)."""
 
     params: Path = PARAMS_DIR / "CT.yaml"
+    #: parameter set "light": very large ROIs (BODY); None: they get the policy's set like the others
     light_params: Path | None = PARAMS_DIR / "CT_light.yaml"
     mr_params: Path = PARAMS_DIR / "MR.yaml"  #: for masks on MR images (see :func:`select_mr_tasks`)
+    #: parameter set "basic" (first-order and shape): ROIs the policy leaves out of the full set
+    basic_params: Path = PARAMS_DIR / "CT_basic.yaml"
+    #: default | full | basic (:class:`RoiPolicy`); full here, so that a caller naming ``params`` gets
+    #: that file for every ROI (the API before the policy); the pipeline's settings default to "default"
+    policy: str = RoiPolicy.FULL.value
+    #: sources whose every ROI gets the full set (default policy)
+    full_sources: tuple[str, ...] = DEFAULT_FULL_SOURCES
+    #: ROI names or shell patterns, case-insensitive, that get the full set (default policy)
+    full_rois: tuple[str, ...] = DEFAULT_FULL_ROIS
     min_voxels: int = 10
     max_voxels_full: int = 2_000_000
     max_volume_cc_full: float = 2000.0
@@ -73,6 +101,9 @@ class RadiomicsSettings:
     #: a worker's expected peak memory before one is measured (sizes the pool's first wave): the
     #: largest worker in benchmarks/results/radiomics_pool_2core_CT.txt (CT.yaml, a lung) was 1179 MB
     worker_peak_hint_bytes: int = 1_500 * 2**20
+    #: extract each ROI on the image cut around it (rt_resources/radiomics/region.py; equal to the
+    #: whole image within 1e-6); False: pyradiomics on the whole image, the reference path
+    crop_to_roi: bool = True
 
     def __post_init__(self) -> None:
         from rt_resources.radiomics.backends import parse_backend
@@ -80,15 +111,36 @@ class RadiomicsSettings:
         parse_backend(self.backend)  # a ValueError names the choices
         if not 0 < self.fastrad_memory_fraction <= 1:
             raise ValueError(f"fastrad_memory_fraction {self.fastrad_memory_fraction} is not in (0, 1]")
+        if self.policy not in tuple(RoiPolicy):
+            choices = " | ".join(RoiPolicy)
+            raise ValueError(f"radiomics policy {self.policy!r} is not one of {choices}")
+        # lists from YAML or run config arrive as lists: keep the settings hashable and picklable
+        object.__setattr__(self, "full_sources", tuple(self.full_sources))
+        object.__setattr__(self, "full_rois", tuple(self.full_rois))
+
+    def choose(self, task: RadiomicsTask) -> ParamChoice:
+        """The parameter set and file of ``task``, and why (:mod:`rt_resources.radiomics.policy`)."""
+        if task.params is not None:
+            own = Path(task.params)
+            return ParamChoice(ParamSet.MR, own, f"MR image: its own parameters ({own.name})")
+        very_large = None
+        if self.light_params is not None:
+            if task.volume_cc > self.max_volume_cc_full:
+                very_large = (
+                    f"very large ROI ({task.volume_cc:.0f} cc > max_volume_cc_full {self.max_volume_cc_full:g} cc)"
+                )
+            elif task.n_voxels > self.max_voxels_full:
+                very_large = f"very large ROI ({task.n_voxels} voxels > max_voxels_full {self.max_voxels_full})"
+        param_set, reason = choose_param_set(
+            task.roi_name, task.source, policy=self.policy, full_sources=self.full_sources,
+            full_rois=self.full_rois, very_large=very_large,
+        )  # fmt: skip
+        files = {ParamSet.FULL: self.params, ParamSet.BASIC: self.basic_params, ParamSet.LIGHT: self.light_params}
+        return ParamChoice(param_set, Path(files[param_set]), reason)
 
     def params_for(self, task: RadiomicsTask) -> Path:
-        """Parameter file for ``task``: its own if set, the light one for very large ROIs, else ``params``."""
-        if task.params is not None:
-            return Path(task.params)
-        large = task.n_voxels > self.max_voxels_full or task.volume_cc > self.max_volume_cc_full
-        if self.light_params is not None and large:
-            return Path(self.light_params)
-        return Path(self.params)
+        """Parameter file for ``task`` (:meth:`choose`)."""
+        return self.choose(task).params
 
 
 # --------------------------------------------------------------------------- task selection
@@ -190,6 +242,18 @@ def _load_image(image_path: Path | str) -> Any:
     return _IMAGE_CACHE[key]
 
 
+def init_worker(image_path: Path | str, params: Sequence[Path | str] = ()) -> None:
+    """A pool worker's start: read the course image and count its NaN voxels (once per process,
+    not per ROI: :func:`check_inputs` reuses both), and build the extractor and crop rule of each
+    parameter file, so that an ROI's CPU time is its own extraction."""
+    from rt_resources.radiomics.region import crop_rule_for
+
+    image = _load_image(image_path)
+    _nan_count(image, str(image_path))
+    for path in params:
+        crop_rule_for(path)
+
+
 def _nan_count(image: Any, cache_key: str | None = None) -> int:
     """NaN voxels of a float image (0 for integer images); cached per image path."""
     import numpy as np
@@ -261,12 +325,18 @@ def extract_image(
 ) -> tuple[dict[str, float], dict[str, Any]]:
     """Features of one ROI on SimpleITK images with ``settings.backend``: feature columns only (no
     ``diagnostics_*``, pyradiomics' names, as floats), and the backend record
-    (:class:`rt_resources.radiomics.backends.BackendRecord` as a dict)."""
+    (:class:`rt_resources.radiomics.backends.BackendRecord` as a dict). With
+    ``settings.crop_to_roi`` pyradiomics sees the image cut around the ROI
+    (:mod:`rt_resources.radiomics.region`; equal to the whole image within 1e-6 relative)."""
     import SimpleITK as sitk
 
     from rt_resources.radiomics.backends import extract_features
+    from rt_resources.radiomics.region import crop_rule_for, crop_to_roi
 
     check_inputs(image, mask, image_name, mask_name, image_key)
+    rule = crop_rule_for(params) if settings.crop_to_roi else None
+    if rule is not None:  # the image around the ROI, not the whole CT (region.py: same values)
+        image, mask = crop_to_roi(image, mask, rule)
     mask = sitk.Cast(mask > 0, sitk.sitkUInt8)  # any non-zero voxel belongs to the ROI (label 1)
     features, record = extract_features(image, mask, params, settings.backend, settings.fastrad_memory_fraction)
     return features, record.as_dict()
@@ -293,17 +363,20 @@ def extract_one(image_path: Path | str, task: RadiomicsTask, settings: Radiomics
 
 @dataclass(frozen=True)
 class _Extract:
-    """The pool's work function: features and backend record of one task (picklable)."""
+    """The pool's work function: features, backend record and CPU seconds of one task (picklable)."""
 
     image_path: str
     settings: RadiomicsSettings
 
-    def __call__(self, task: RadiomicsTask) -> tuple[dict[str, float], dict[str, Any]]:
-        return extract_one_recorded(self.image_path, task, self.settings)
+    def __call__(self, task: RadiomicsTask) -> tuple[dict[str, float], dict[str, Any], float]:
+        start = time.process_time()
+        features, record = extract_one_recorded(self.image_path, task, self.settings)
+        return features, record, time.process_time() - start
 
 
-def _task_cost(task: RadiomicsTask) -> float:
-    return float(task.n_voxels)
+#: relative cost of a voxel per parameter set, for the pool's costliest-first order (CT.yaml's
+#: LoG and wavelet images against first-order and shape on the original image)
+_SET_COST = {ParamSet.FULL: 1.0, ParamSet.MR: 1.0, ParamSet.LIGHT: 0.2, ParamSet.BASIC: 0.1}
 
 
 def _describe(task: RadiomicsTask) -> str:
@@ -318,27 +391,31 @@ def run_tasks(
     sequential: bool = False,
     fault_hook: FaultHook | None = None,
     provenance: list[dict[str, Any]] | None = None,
+    cpu_seconds: dict[int, float] | None = None,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """Extract every task; returns ``(results, failures)`` in task order.
 
     ``results`` rows are ``{roi_name, source, **features}``; ``failures`` rows are
     ``{roi_name, source, error, attempts}``. Runs in :func:`rt_resources.parallel.run_pool`
-    (largest ROI first; each worker reads ``image_path`` once; the pool sized by cores and free
-    memory), with ``settings.attempts`` tries, exponential backoff and ``settings.timeout_s`` per
-    task; ``sequential=True`` runs in this process with the same retries. ``fault_hook(task,
-    attempt)`` runs before each extraction (tests). ``provenance``, when given, receives one
-    ``{roi_name, source, **backend record}`` per result (which classes ran on fastrad or
-    pyradiomics, the device, a CUDA out-of-memory fallback).
+    (costliest ROI first; each worker reads and checks ``image_path`` once, :func:`init_worker`;
+    the pool sized by cores and free memory), with ``settings.attempts`` tries, exponential
+    backoff and ``settings.timeout_s`` per task; ``sequential=True`` runs in this process with
+    the same retries. ``fault_hook(task, attempt)`` runs before each extraction (tests).
+    ``provenance``, when given, receives one ``{roi_name, source, **backend record}`` per result
+    (which classes ran on fastrad or pyradiomics, the device, a CUDA out-of-memory fallback);
+    ``cpu_seconds``, when given, the CPU seconds (``time.process_time`` in the worker) of each
+    task that succeeded, by its index in ``tasks``.
     """
+    files = tuple(dict.fromkeys(str(settings.params_for(t)) for t in tasks))
     outcome = run_pool(
         _Extract(str(image_path), settings),
         list(tasks),
         workers=workers,
         policy=RetryPolicy(settings.attempts, settings.backoff_s, settings.timeout_s),
         sequential=sequential,
-        initializer=_load_image,
-        initargs=(str(image_path),),
-        cost=_task_cost,
+        initializer=init_worker,
+        initargs=(str(image_path), files),
+        cost=lambda task: float(task.n_voxels) * _SET_COST[settings.choose(task).param_set],
         describe=_describe,
         label="radiomics",
         fault_hook=fault_hook,
@@ -353,6 +430,8 @@ def run_tasks(
             {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.results[i][1]}
             for i in sorted(outcome.results)
         )
+    if cpu_seconds is not None:
+        cpu_seconds.update({i: outcome.results[i][2] for i in sorted(outcome.results)})
     failures = [
         {"roi_name": tasks[i].roi_name, "source": tasks[i].source, **outcome.failures[i]}
         for i in sorted(outcome.failures)

@@ -104,3 +104,69 @@ def test_robustness_is_opt_in_and_gives_an_icc_per_feature(drop, data_root, reso
     per_course = {k: len(pd.read_parquet(data_root / "courses" / k / "radiomics_perturbations.parquet")) for k in keys}
     n_rois = sum(per_course.values()) // 3
     assert cohort.loc[cohort["feature"] == "original_shape_MeshVolume", "n_subjects"].iloc[0] == n_rois
+
+
+BASIC_FIRSTORDER = "imageType:\n  Original: {}\nfeatureClass:\n  firstorder:\nsetting:\n  label: 1\n  binWidth: 25\n"
+
+
+def test_policy_full_set_for_manual_and_listed_organs_basic_for_the_others(
+    drop, data_root, resources, instance, tmp_path
+):
+    """Default policy on a course with manual ROIs and auto-segmented organs (masks/totalseg/):
+    the choice per ROI in the metadata, empty columns for basic rows that QC does not count, and
+    policy full (a changed settings digest: rtpipeline run recomputes) giving every ROI the full set."""
+    import shutil
+
+    from rt_assets.definitions import defs
+    from rt_assets.headless.plan import Planner
+
+    write_patient(drop, 0, SMALL)
+    (key,) = add(instance, drop, data_root)
+    upstream = [course_manifest, ct_image, structure_masks]
+    assert materialize(upstream, partition_key=key, instance=instance, resources=resources).success
+    masks = data_root / "courses" / key / "masks"
+    (masks / "totalseg").mkdir()
+    organs = {"heart": "Heart", "lung_upper_lobe_left": "Lung_L", "rib_left_1": "PTV", "vertebrae_T5": "Lung_L"}
+    for organ, like in organs.items():
+        shutil.copy(masks / "manual" / f"{like}.nii.gz", masks / "totalseg" / f"{organ}.nii.gz")
+    basic = tmp_path / "basic.yaml"  # first-order only: its rows are told apart from FAST's (first-order, shape)
+    basic.write_text(BASIC_FIRSTORDER)
+    config = {"params": str(FAST_RADIOMICS), "basic_params": str(basic), "sequential": True}
+    default = {**resources, "radiomics_config": RadiomicsConfig(**config)}
+    result = materialize([radiomics], partition_key=key, instance=instance, resources=default)
+    assert result.success
+
+    mat = instance.fetch_materializations(AssetKey("radiomics"), limit=1).records[0].asset_materialization
+    rois = {(r["source"], r["roi_name"]): r for r in mat.metadata["rois"].value}
+    sets = {name: r["param_set"] for (source, name), r in rois.items() if source == "totalseg"}
+    assert sets == {"heart": "full", "lung_upper_lobe_left": "full", "rib_left_1": "basic", "vertebrae_T5": "basic"}
+    assert {r["param_set"] for (source, _), r in rois.items() if source == "manual"} <= {"full", "light"}
+    assert "not in full_rois" in rois[("totalseg", "rib_left_1")]["reason"]
+    assert all(r["cpu_s"] > 0 and r["n_voxels"] > 0 and r["volume_cc"] > 0 for r in rois.values())
+    cost = mat.metadata["core_seconds"].value
+    assert cost["by_param_set"]["basic"]["n_rois"] == 2 and set(cost["by_size"]) == {
+        "<10 cc",
+        "10-100 cc",
+        "100-1000 cc",
+        ">=1000 cc",
+    }
+    assert mat.metadata["policy"].value == "default"
+
+    table = pd.read_parquet(data_root / "courses" / key / "radiomics.parquet").set_index(["source", "roi_name"])
+    assert (
+        table.loc[("totalseg", "rib_left_1"), "original_shape_MeshVolume"]
+        != table.loc[("totalseg", "rib_left_1"), "original_shape_MeshVolume"]
+    )  # NaN: not computed for a basic ROI
+    assert table.loc[("totalseg", "heart"), "original_shape_MeshVolume"] > 0
+    (check,) = [e for e in result.get_asset_check_evaluations() if e.check_name == "radiomics_nan"]
+    assert check.passed, check.metadata
+
+    planner = Planner(instance, defs, default)
+    assert mat.metadata["settings_sha256"].value == planner.settings_sha256("radiomics")
+    full = {**resources, "radiomics_config": RadiomicsConfig(**config, policy="full")}
+    assert Planner(instance, defs, full).settings_sha256("radiomics") != planner.settings_sha256("radiomics")
+    assert materialize([radiomics], partition_key=key, instance=instance, resources=full).success
+    mat = instance.fetch_materializations(AssetKey("radiomics"), limit=1).records[0].asset_materialization
+    assert {r["param_set"] for r in mat.metadata["rois"].value if r["source"] == "totalseg"} == {"full"}
+    table = pd.read_parquet(data_root / "courses" / key / "radiomics.parquet")
+    assert table.loc[table["source"] == "totalseg", "original_shape_MeshVolume"].notna().all()

@@ -50,3 +50,30 @@ def test_radiomics_nan_per_roi_feature_sets_within_one_source():
     frame.loc[1, "wavelet_f0"] = np.nan  # a real NaN in Heart's own features
     r = radiomics_nan(frame, features_by_source=own, max_fraction=0.01)
     assert not r.passed and r.description.startswith("Heart (manual)")
+
+
+def test_radiomics_nan_basic_rows_are_counted_among_their_own_features():
+    """Auto-segmented organs with the basic set (first-order and shape) beside full-set rows: the
+    full set's other columns are empty on the basic rows; a real NaN among a basic row's own
+    features still counts, and a feature is "non-finite everywhere" only where it was computed."""
+    frame = radiomics_frame()
+    frame["roi_name"] = ["GTV", "heart", "rib_left_1"]
+    frame["source"] = ["manual", "totalseg", "totalseg"]
+    frame["wavelet-LLH_glcm_f0"] = [1.0, np.nan, np.nan]  # the heart's one NaN; the rib does not compute it
+    full = [f"original_f{i}" for i in range(20)] + ["wavelet-LLH_glcm_f0"]
+    basic = full[:10]
+    frame.loc[2, full[10:20]] = np.nan  # the rib's columns outside the basic set
+    own = {("manual", "GTV"): full, ("totalseg", "heart"): full, ("totalseg", "rib_left_1"): basic}
+    sets = {("manual", "GTV"): "full", ("totalseg", "heart"): "full", ("totalseg", "rib_left_1"): "basic"}
+    r = radiomics_nan(frame, features_by_source=own, param_sets=sets)
+    assert r.passed and r.description.startswith("3 ROIs (1 basic, 2 full) x 21 features finite")
+    (listed,) = r.metadata["rois_with_nonfinite"]  # the heart's NaN (1 of 21, under 5 %), not the rib
+    assert listed["roi_name"] == "heart" and listed["param_set"] == "full" and listed["n_nonfinite"] == 1
+    assert r.metadata["rows_by_param_set"] == {"basic": 1, "full": 2}
+    assert r.metadata["features_nonfinite_everywhere"] == []
+    frame.loc[2, "original_f0"] = np.nan  # one NaN among the rib's 10 features: 10 %
+    r = radiomics_nan(frame, features_by_source=own, param_sets=sets)
+    assert not r.passed and r.description == "rib_left_1 (totalseg): 10.0 % of features NaN/inf"
+    frame.loc[0, "wavelet-LLH_glcm_f0"] = np.nan  # now NaN in every row that computes it
+    r = radiomics_nan(frame, features_by_source=own, param_sets=sets, max_fraction=0.2)
+    assert r.metadata["features_nonfinite_everywhere"] == ["wavelet-LLH_glcm_f0"]

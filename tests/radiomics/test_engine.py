@@ -63,6 +63,11 @@ def test_shipped_params_load_and_run(synth):
     assert all(k.startswith("original_") for k in mr) and len(mr) > 100
     light = RadiomicsFeatureExtractor(str(PARAMS_DIR / "CT_light.yaml"))
     assert list(light.enabledImagetypes) == ["Original"] and light.settings["resampledPixelSpacing"] == [3, 3, 3]
+    # the basic set: first-order and shape of the original image, each value the full set's
+    basic = extract_one(synth["image"], task, RadiomicsSettings(policy="basic"))
+    assert {k.split("_")[1] for k in basic} == {"firstorder", "shape"} and all(k.startswith("original_") for k in basic)
+    for name, value in basic.items():
+        assert value == pytest.approx(ct[name], rel=1e-6, abs=1e-9), name
 
 
 def test_large_roi_gets_light_params():
@@ -81,6 +86,14 @@ def test_course_radiomics_table(synth):
     assert summary["n_tasks"] == summary["n_ok"] == 3 and summary["failures"] == []
     assert {s["roi_name"] for s in summary["skipped"]} == {"Couch_Top", "tiny"}
     assert summary["pyradiomics_version"] and len(summary["params_sha256"]) == 64 and summary["seconds"] >= 0
+    # per ROI: its parameter set and why, its size and CPU seconds; their sums by size and set
+    assert [(r["roi_name"], r["param_set"], r["ok"]) for r in summary["rois"]] == [
+        ("ROI_A", "full", True),
+        ("ROI_B", "full", True),
+        ("Box GTV", "full", True),
+    ]
+    assert all(r["n_voxels"] >= 10 and r["volume_cc"] > 0 and r["cpu_s"] > 0 for r in summary["rois"])
+    assert summary["core_seconds"]["by_param_set"]["full"]["n_rois"] == 3
 
 
 @pytest.mark.skipif(not (IBSI / "image" / "phantom.nii.gz").is_file(), reason="IBSI digital phantom not present")

@@ -27,7 +27,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         pool=pool,
         op_tags=GPU_STEP_TAGS if pool else None,
         deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
-        code_version="3",
+        code_version="4",
         kinds={"parquet"},
         check_specs=check_specs("radiomics"),
         metadata=schema_metadata(RADIOMICS),
@@ -41,13 +41,19 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         """Radiomic features of every mask of the course (masks/<source>/*.nii.gz) on the CT, and
         of the manual masks mapped onto each MR (mr/<label>/masks/manual, source "<label>/manual")
         with the MR parameters (courses/<key>/radiomics.parquet: course_key, roi_name,
-        source, then one column per feature with pyradiomics' own name). One task per (source, ROI) in a process pool of
-        (cores - 1) workers with retries and adaptive halving on memory errors or killed workers;
-        couch/support/table ROIs and tiny masks are skipped with the reason; an ROI that still fails
-        is recorded here, the others' features are kept. The feature classes are computed by
-        pyradiomics, or by fastrad (torch, on the GPU) with radiomics.backend fastrad/auto; the
-        images (resampling, filters) are pyradiomics' either way and the names are pyradiomics',
-        so the table has one shape; the ``backend`` metadata says which code computed what, per ROI."""
+        source, then one column per feature with pyradiomics' own name). Which parameter set an
+        ROI gets is radiomics.policy's (rt_resources/radiomics/policy.py): by default the full set
+        for manual and custom ROIs, MR ROIs and the organs at risk of radiomics.full_rois, the basic
+        set (first-order and shape) for the other auto-segmented organs, the light set for BODY; a
+        feature an ROI's set does not compute is empty in its row. The ``rois`` metadata gives each
+        ROI's set and why, its voxels, volume and CPU seconds; ``core_seconds`` sums them by ROI size
+        and by set. One task per (source, ROI) in a process pool of (cores - 1) workers with retries
+        and adaptive halving on memory errors or killed workers; couch/support/table ROIs and tiny
+        masks are skipped with the reason; an ROI that still fails is recorded here, the others'
+        features are kept. The feature classes are computed by pyradiomics, or by fastrad (torch, on
+        the GPU) with radiomics.backend fastrad/auto; the images (resampling, filters) are
+        pyradiomics' either way and the names are pyradiomics', so the table has one shape; the
+        ``backend`` metadata says which code computed what, per ROI."""
         course = open_course(context, data_root)
         paths = course.paths
         settings = radiomics_config.settings()
@@ -69,8 +75,14 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         path = write_parquet_atomic(paths.radiomics, table)
         params_digest = params_sha256(settings)
         uses_fastrad = any(r.get("backend") == "fastrad" for r in summary["backend"]["rois"])
+        param_sets = {(r["source"], r["roi_name"]): r["param_set"] for r in summary["rois"]}
         qc = evaluate(
-            "radiomics", {"radiomics_nan": lambda: radiomics_nan(table, features_by_source=summary["own_features"])}
+            "radiomics",
+            {
+                "radiomics_nan": lambda: radiomics_nan(
+                    table, features_by_source=summary["own_features"], param_sets=param_sets
+                )
+            },
         )
         return MaterializeResult(
             data_version=content_version(path),
@@ -86,9 +98,14 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 "skipped": MetadataValue.json(summary["skipped"]),
                 "workers": 1 if radiomics_config.sequential else workers,
                 "seconds": round(summary["seconds"], 2),
+                "policy": summary["policy"],
+                "rois": MetadataValue.json(summary["rois"]),
+                "core_seconds": MetadataValue.json(summary["core_seconds"]),
+                "param_warnings": MetadataValue.json(summary["param_warnings"]),
                 "pyradiomics_version": summary["pyradiomics_version"],
                 "params": MetadataValue.path(str(settings.params)),
                 "mr_params": MetadataValue.path(str(settings.mr_params)),
+                "basic_params": MetadataValue.path(str(settings.basic_params)),
                 "params_sha256": params_digest,
                 "backend": MetadataValue.json(summary["backend"]),
                 **device_metadata,
