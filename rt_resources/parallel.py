@@ -132,6 +132,21 @@ def limit_threads() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)
 
 
+#: niceness of batch work (radiomics extraction): under contention the stages that feed the GPU
+#: (a course's CT, masks and the model's input) and what a person waits for run first; on an idle
+#: machine a niced process runs at full speed
+BATCH_NICE = 10
+
+
+def lower_cpu_priority(increment: int = BATCH_NICE) -> int:
+    """Raise this process's niceness to at least ``increment`` (children inherit it; never lowered
+    again, so calling it twice costs nothing). Returns the niceness now."""
+    current = os.nice(0)
+    if current < increment:
+        current = os.nice(increment - current)
+    return current
+
+
 def _sigterm_ignored() -> bool:
     """Whether SIGTERM is ignored, as the kernel sees it (a C library may have set that without
     Python's ``signal.getsignal`` knowing)."""

@@ -178,6 +178,13 @@ class GpuSettings(_Section):
         description="devices to lease, e.g. [0, 1] (CUDA indices); empty: every CUDA device seen, else one",
     )
     per_device: int = Field(default=1, ge=1, le=16, description="segmentations at once on one device")
+    prefetch: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="GPU steps beyond the slots that may wait at the device lease with their input ready, "
+        "so the next inference starts the moment one ends (0: the next GPU run launches only then)",
+    )
 
 
 class Settings(_Section):
@@ -293,6 +300,7 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_CELERY_BACKEND": ("celery.backend", "str"),
     "RT_GPU_DEVICES": ("gpu.devices", "list"),
     "RT_SEGMENTATIONS_PER_GPU": ("gpu.per_device", "str"),
+    "RT_GPU_PREFETCH": ("gpu.prefetch", "str"),
 }
 #: fields holding paths: made absolute when loaded, so a run started elsewhere sees the same files
 PATH_FIELDS = [field for field, kind in ENV_FIELDS.values() if kind == "path"]

@@ -109,3 +109,19 @@ def test_children_stay_terminable_when_this_process_ignores_sigterm():
         assert signal.getsignal(signal.SIGTERM) == signal.SIG_IGN  # restored
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def test_batch_work_runs_niced_and_is_never_raised_back():
+    """Radiomics extraction lowers its own CPU priority (children inherit it), so the stages that
+    feed the GPU win under contention; calling it again changes nothing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import os; from rt_resources.parallel import lower_cpu_priority, BATCH_NICE; "
+        "start = os.nice(0); a = lower_cpu_priority(); b = lower_cpu_priority(); "
+        "print(start, a, b, BATCH_NICE, os.nice(0))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
+    start, a, b, batch, now = map(int, out)
+    assert a == b == now == max(start, batch) and batch == 10

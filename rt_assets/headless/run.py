@@ -80,7 +80,11 @@ def parallelization_block(instance, settings: Settings, availability, daemon: st
     rad = settings.radiomics
     radiomics = "sequential, in process" if rad.sequential else f"{rad.workers or workers} workers, thread_limit=1 each"
     if availability.any:
-        seg = f"{', '.join(availability.available_assets())}: one at a time (pool gpu, runs tagged rt/gpu)"
+        seg = (
+            f"{', '.join(availability.available_assets())}: one inference per GPU slot, "
+            f"{settings.gpu.prefetch} more waiting with its input ready (pool gpu, runs tagged rt/gpu); "
+            "the model stays loaded in a worker per device"
+        )
         seg += f", device {settings.totalsegmentator.device}, {default_threads()} resampling threads"
     else:
         seg = "none available (no TotalSegmentator weights, no custom models): no segmentation run"
@@ -151,7 +155,8 @@ def _execute_locked(opts: RunOptions, home: Path, session: str) -> int:
         log.error("%s", exc)
         return EXIT_USAGE
     if settings.step_executor not in ("celery", "k8s"):  # a cluster's pool is its GPU workers': set by hand
-        gpu_warning = ensure_gpu_pool(instance, gpu_slots(settings.gpu).count)  # pool gpu = this machine's slots
+        # pool gpu = this machine's slots, plus the steps that wait at the lease with their input ready
+        gpu_warning = ensure_gpu_pool(instance, gpu_slots(settings.gpu).count + settings.gpu.prefetch)
         if gpu_warning:
             log.warning("%s", gpu_warning)
     availability = segmentation_availability(settings)

@@ -1,8 +1,8 @@
 """The GPU invariant, checked with the real daemon: three courses dropped (the third while a
-segmentation runs), and in the event log no two segmentation steps overlap in time, while a CPU
-stage of one course overlaps another course's segmentation (segmentation runs are tagged
-rt/gpu=true, limited to one at a time in dagster.yaml, and the step is in the pool `gpu` of
-limit 1)."""
+segmentation runs); no two inferences overlap in time (the device leases the inference steps
+recorded), while a CPU stage of one course overlaps another course's inference. Segmentation runs
+are tagged rt/gpu=true and hold the inference step only; dagster.yaml lets one more wait at the
+device lease with its input ready (pool `gpu` and the rt/gpu run limit at 2)."""
 
 import os
 import shutil
@@ -14,6 +14,7 @@ from dagster import DagsterEventType, DagsterInstance
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import write_patient
 from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster_dev
+from tests.headless.helpers import inference_intervals
 from tests.helpers import SMALL
 
 SEG_STEP = "totalseg_inference"
@@ -92,11 +93,17 @@ def test_one_segmentation_at_a_time_while_cpu_stages_run(tmp_path):
         finally:
             del os.environ["DAGSTER_HOME"]
 
-    seg = sorted((s for s in steps if s["step"] == SEG_STEP), key=lambda s: s["start"])
+    seg_steps = [s for s in steps if s["step"] == SEG_STEP]
+    assert all(s["tags"].get("rt/gpu") == "true" for s in seg_steps)  # runs that segment carry the GPU tag
+    os.environ["DAGSTER_HOME"] = str(home)
+    try:
+        with DagsterInstance.get() as instance:
+            seg = inference_intervals(instance)  # the device leases of the inference steps
+    finally:
+        del os.environ["DAGSTER_HOME"]
     assert len({s["partition"] for s in seg}) == 3
-    assert all(s["tags"].get("rt/gpu") == "true" for s in seg)  # runs that segment carry the GPU tag
     for a, b in zip(seg, seg[1:], strict=False):
-        assert b["start"] >= a["end"], f"segmentations overlap: {a} and {b}"
+        assert b["start"] >= a["end"], f"inferences overlap: {a} and {b}"
     cpu = [s for s in steps if s["step"] in CPU_STEPS]
     overlaps = [
         (c["partition"], c["step"], s["partition"])

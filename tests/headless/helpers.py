@@ -65,3 +65,23 @@ def runs_of(instance, job_name: str | None = None) -> list:
 
 def event_types(instance, run_id: str) -> set[DagsterEventType]:
     return {e.dagster_event.event_type for e in instance.all_logs(run_id) if e.dagster_event is not None}
+
+
+def inference_intervals(instance, asset: str = "totalseg_inference") -> list[dict]:
+    """(partition, start, end, device) of every inference: the device lease each GPU step held
+    (its ``device_lease`` metadata), sorted by start. Inference steps may overlap in time (one
+    waits at the lease with its input ready); their leases on one device never do."""
+    from dagster import AssetKey
+
+    out = []
+    for record in instance.fetch_materializations(AssetKey(asset), limit=1000).records:
+        lease = record.asset_materialization.metadata["device_lease"].value
+        out.append(
+            {
+                "partition": record.partition_key,
+                "start": lease["acquired"],
+                "end": lease["released"],
+                "device": lease["device"],
+            }
+        )
+    return sorted(out, key=lambda r: r["start"])

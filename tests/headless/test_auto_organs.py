@@ -86,7 +86,5 @@ def test_auto_organs_reach_course_and_cohort_tables_through_the_cli(drop, tmp_pa
     assert preview.run_id == derived.run_id
     # the course stage left the DVH, radiomics and preview to the derived stage: computed once
     (course_run,) = runs_of(instance, "course_job")
-    course_steps = {
-        e.step_key for e in instance.all_logs(course_run.run_id, of_type=DagsterEventType.STEP_SUCCESS)
-    }
+    course_steps = {e.step_key for e in instance.all_logs(course_run.run_id, of_type=DagsterEventType.STEP_SUCCESS)}
     assert "totalseg_input" in course_steps and not course_steps & {"dvh", "radiomics", "course_preview"}

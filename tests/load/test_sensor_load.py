@@ -18,7 +18,7 @@ from rt_assets.sensors.cohort_sensor import BUSY
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import SynthOptions, write_patient
 from tests.e2e.dagster_dev import start_dagster_dev
-from tests.headless.helpers import step_intervals
+from tests.headless.helpers import inference_intervals
 from tests.helpers import SMALL
 
 N_COURSES = 20
@@ -79,7 +79,7 @@ def test_twenty_courses_in_three_batches_through_the_sensor(tmp_path):
                 break
             time.sleep(3)
         runs = list(instance.get_runs())
-        steps = step_intervals(instance)
+        seg = inference_intervals(instance)  # the device leases of the inference steps
         dev_log = log.read_text()
     assert covered and all(v == N_COURSES for v in covered.values()), (covered, dev_log[-6000:])
 
@@ -93,10 +93,9 @@ def test_twenty_courses_in_three_batches_through_the_sensor(tmp_path):
     assert "database is locked" not in dev_log
     failed = [r for r in runs if r.status == DagsterRunStatus.FAILURE]
     assert not failed, [(r.job_name, r.tags.get("dagster/partition")) for r in failed]
-    seg = sorted((s for s in steps if s["step"] == "totalseg_inference"), key=lambda s: s["start"])
     assert len({s["partition"] for s in seg}) == N_COURSES
     for a, b in zip(seg, seg[1:], strict=False):
-        assert b["start"] >= a["end"], f"segmentations overlap: {a} and {b}"
+        assert b["start"] >= a["end"], f"inferences overlap: {a} and {b}"
     report = pd.read_parquet(data / "cohort" / "ingest_report.parquet")
     assert {f"batch{n}.txt" for n in range(len(BATCHES))} <= set(report["path"])
     print(f"load: {len(runs)} runs ({len(course_runs)} course runs, {len(seg)} segmentations); cohort {covered}")

@@ -1,9 +1,12 @@
-"""Masks exported as an RTSTRUCT (rt-utils) come back voxel for voxel, for any patient position.
+"""Masks exported as an RTSTRUCT come back voxel for voxel, for any patient position.
 
 The round trip is: mask on the CT grid -> export_rtstruct -> read_rois -> rasterize_contours
 onto the CT -> compare with the mask. The shapes are chosen so that any flip, rotation,
 transposition or slice-order error changes them: an L-shaped block near one corner whose
-arm exists on some of its slices only, off-centre in z, and an off-centre sphere.
+arm exists on some of its slices only, off-centre in z, and an off-centre sphere. At the
+clinical in-plane size (512 x 512) the shapes add holes, an island in a hole, the image edge
+and pixels touching only diagonally. The output must not depend on how the work is split
+(pool workers, masks read in slabs), and rt-utils must read it back.
 
 Tolerance: exact voxel equality. The exporter writes the 0.5 iso-line of each slice, whose
 vertices lie midway between inside and outside voxel centres, so no voxel centre is within
@@ -15,6 +18,7 @@ as the stated acceptance criteria; exactness is the stronger claim.
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -141,23 +145,42 @@ def test_ct_folder_is_untouched_and_no_temporary_file_is_left(exported):
     assert [p.name for p in exported["out"].parent.iterdir()] == ["RS_auto.dcm"]
 
 
-def test_any_axis_order_of_the_ct_image_gives_the_same_structures(exported, tmp_path):
-    """The NIfTI may run its axes in another order or direction: the geometry decides, not the array layout."""
+def write_reoriented(exported, folder: Path, order=(1, 0, 2)) -> tuple[Path, dict[str, Path]]:
+    """The CT image and the Block and Sphere masks with their axes permuted and flipped (same voxels in space)."""
     ct, arrays = exported["ct"], exported["arrays"]
-    reoriented = sitk.Flip(sitk.PermuteAxes(ct, [1, 0, 2]), [False, True, True])  # same voxels in space
-    ct_nii = tmp_path / "ct.nii.gz"
-    sitk.WriteImage(reoriented, str(ct_nii))
+    ct_nii = folder / "ct.nii.gz"
+    sitk.WriteImage(sitk.Flip(sitk.PermuteAxes(ct, list(order)), [False, True, True]), str(ct_nii))
     masks = {}
     for name in ("Block", "Sphere"):
         image = sitk.GetImageFromArray(arrays[name])
         image.CopyInformation(ct)
-        image = sitk.Flip(sitk.PermuteAxes(image, [1, 0, 2]), [False, True, True])
-        masks[name] = tmp_path / f"{name}.nii.gz"
+        image = sitk.Flip(sitk.PermuteAxes(image, list(order)), [False, True, True])
+        masks[name] = folder / f"{name}.nii.gz"
         sitk.WriteImage(image, str(masks[name]))
+    return ct_nii, masks
+
+
+def test_any_axis_order_of_the_ct_image_gives_the_same_structures(exported, tmp_path):
+    """The NIfTI may run its axes in another order or direction: the geometry decides, not the array layout."""
+    ct, arrays = exported["ct"], exported["arrays"]
+    ct_nii, masks = write_reoriented(exported, tmp_path)
     out = export_rtstruct(masks, exported["ct_paths"], ct_nii, tmp_path / "out" / "RS.dcm")
     back = round_trip(out, ct)  # rasterized on the original CT grid
     for name in ("Block", "Sphere"):
         assert int((back[name] != arrays[name]).sum()) == 0, name
+
+
+@pytest.mark.parametrize("order", [(0, 1, 2), (2, 0, 1)])
+def test_masks_read_in_slabs_give_the_same_structures(exported, tmp_path, monkeypatch, order):
+    """Masks are read a few slices at a time (along the slices, whichever image axis runs along them)."""
+    from rt_resources.structures import export
+
+    monkeypatch.setattr(export, "SLAB_BYTES", 3 * ROWS * ROWS)  # 3 slices: 7 slabs
+    ct_nii, masks = write_reoriented(exported, tmp_path, order)
+    out = export_rtstruct(masks, exported["ct_paths"], ct_nii, tmp_path / "out" / "RS.dcm")
+    back = round_trip(out, exported["ct"])
+    for name in ("Block", "Sphere"):
+        assert int((back[name] != exported["arrays"][name]).sum()) == 0, name
 
 
 def test_mask_off_the_ct_grid_is_refused(exported, tmp_path):
@@ -210,3 +233,211 @@ def test_non_square_pixels(exported, tmp_path):
     block = write_mask(exported["arrays"]["Block"], ct, tmp_path / "Block.nii.gz")
     out = export_rtstruct({"Block": block}, ct_paths, tmp_path / "ct.nii.gz", tmp_path / "out" / "RS.dcm")
     assert int((round_trip(out, ct)["Block"] != exported["arrays"]["Block"]).sum()) == 0
+
+
+def test_roi_items_are_written_as_rt_utils_writes_them(exported):
+    ds = pydicom.dcmread(exported["out"])
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian  # no 64 KiB limit on ContourData
+    assert [int(r.ROINumber) for r in ds.StructureSetROISequence] == [1, 2]
+    assert {r.ROIGenerationAlgorithm for r in ds.StructureSetROISequence} == {"AUTOMATIC"}
+    assert [(int(o.ObservationNumber), int(o.ReferencedROINumber)) for o in ds.RTROIObservationsSequence] == [
+        (1, 1),
+        (2, 2),
+    ]
+    assert {o.RTROIInterpretedType for o in ds.RTROIObservationsSequence} == {"ORGAN"}
+    assert [int(r.ReferencedROINumber) for r in ds.ROIContourSequence] == [1, 2]
+    assert [list(r.ROIDisplayColor) for r in ds.ROIContourSequence] == [[255, 0, 255], [0, 235, 235]]
+    for roi_contour in ds.ROIContourSequence:
+        for contour in roi_contour.ContourSequence:
+            assert contour.ContourGeometricType == "CLOSED_PLANAR"
+            assert all(len(str(v)) <= 16 for v in contour.ContourData)
+
+
+def test_rt_utils_reads_the_rtstruct_back(exported):
+    """rt-utils (the other reader in use) opens it against the CT folder and rasterizes every ROI.
+
+    Its rasterizer rounds vertices to pixel indices (cv2.fillPoly), not the centre-inside rule, so
+    it gives the mask plus part of its boundary ring: checked are the slices and the voxel count.
+    """
+    from rt_utils import RTStructBuilder
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        rtstruct = RTStructBuilder.create_from(str(exported["ct_dir"]), str(exported["out"]))
+        assert rtstruct.get_roi_names() == ["Block", "Sphere"]
+        for name in ("Block", "Sphere"):
+            mask = rtstruct.get_roi_mask_by_name(name)  # rt-utils' own (rows, columns, slices) layout
+            expected = exported["arrays"][name]
+            assert mask.shape == (ROWS, ROWS, SLICES)
+            assert mask.any(axis=(0, 1)).sum() == expected.any(axis=(1, 2)).sum()
+            assert expected.sum() <= mask.sum() <= 1.35 * expected.sum()
+
+
+def test_a_ct_file_that_is_no_image_is_refused(exported, tmp_path):
+    not_an_image = tmp_path / "RS.dcm"
+    ds = pydicom.dcmread(exported["ct_paths"][0], stop_before_pixels=True)
+    del ds.ImagePositionPatient
+    ds.save_as(not_an_image)
+    with pytest.raises(RTStructExportError, match=r"RS\.dcm: not an image of the CT series \(no ImagePositionPatient"):
+        export_rtstruct(
+            {"Block": exported["work"] / "Block.nii.gz"},
+            [*exported["ct_paths"], not_an_image],
+            exported["work"] / "ct.nii.gz",
+            tmp_path / "out" / "RS.dcm",
+        )
+
+
+def test_mask_voxels_off_the_dicom_slices_are_left_out(exported, tmp_path):
+    """A CT image larger than the series (padded): only voxels on the DICOM slices' pixels are outlined."""
+    ct = exported["ct"]
+    padded = sitk.ConstantPad(ct, [3, 0, 0], [0, 2, 1])  # 3 columns before, 2 rows after, 1 slice after
+    sitk.WriteImage(padded, str(tmp_path / "ct.nii.gz"))
+    mask = np.zeros(sitk.GetArrayViewFromImage(padded).shape, np.uint8)
+    mask[SLICES - 4 :, 20:, :12] = 1  # reaches into the padding on three sides
+    path = write_mask(mask, padded, tmp_path / "Corner.nii.gz")
+    out = export_rtstruct({"Corner": path}, exported["ct_paths"], tmp_path / "ct.nii.gz", tmp_path / "out" / "RS.dcm")
+    expected = np.zeros((SLICES, ROWS, ROWS), np.uint8)
+    expected[SLICES - 4 :, 20:, :9] = 1  # the same voxels on the series' own grid
+    assert int((round_trip(out, ct)["Corner"] != expected).sum()) == 0
+
+
+# --------------------------------------------------------------------------- clinical in-plane size
+
+BIG_ROWS, BIG_SLICES = 512, 20
+
+
+def big_masks() -> dict[str, np.ndarray]:
+    """Shapes at 512 x 512: holes (a ring, an island in its hole), the image edge, diagonal-only contacts."""
+    k, j, i = np.mgrid[0:BIG_SLICES, 0:BIG_ROWS, 0:BIG_ROWS]
+    r2 = (i - 300.0) ** 2 + (j - 220.0) ** 2
+    ring = (r2 <= 90**2) & (r2 > 40**2) & (k >= 3) & (k <= 14)
+    ring |= (r2 <= 15**2) & (k >= 6) & (k <= 10)  # an island inside the ring's hole
+    tilted = ((i - 150) * 0.8 + (k - 10) * 6.0) ** 2 / 60**2 + ((j - 330) / 45.0) ** 2 + ((k - 10) / 7.0) ** 2 <= 1
+    edge = np.zeros_like(ring)
+    edge[2:17, 400:, :70] = True  # touches the last row and the first column
+    edge[2:17, 450:490, 0:30] = False  # a hole open to the edge: a notch
+    edge[8, BIG_ROWS - 1, 100:140] = True  # one-row strip on the edge of one slice
+    checker = np.zeros_like(ring)
+    checker[5:9, 100:120, 420:440] = ((i[5:9, 100:120, 420:440] + j[5:9, 100:120, 420:440]) % 2) == 0
+    checker[5:9, 140:150, 420:430] = True
+    return {
+        "Ring": ring.astype(np.uint8),
+        "Tilted": tilted.astype(np.uint8),
+        "EdgeOrgan": (edge * 255).astype(np.uint8),  # any non-zero value is inside
+        "Checker": checker.astype(np.uint8),
+        "Empty": np.zeros((BIG_SLICES, BIG_ROWS, BIG_ROWS), np.uint8),
+    }
+
+
+@pytest.fixture(scope="module")
+def big_case(tmp_path_factory):
+    root = tmp_path_factory.mktemp("big")
+    options = SynthOptions(rows=BIG_ROWS, slices=BIG_SLICES, pixel_mm=0.977, slice_mm=2.5)
+    patient = write_patient(root / "data", 0, options)
+    ct_paths = sorted((patient.folder / "course_1" / "CT").glob("*.dcm"))
+    ct = read_ct_volume(validate_ct_series(ct_paths))
+    work = root / "work"
+    work.mkdir()
+    ct_nii = work / "ct.nii.gz"
+    sitk.WriteImage(ct, str(ct_nii))
+    arrays = big_masks()
+    masks = {name: write_mask(a, ct, work / f"{name}.nii.gz") for name, a in arrays.items()}
+    out = export_rtstruct(masks, ct_paths, ct_nii, root / "out" / "RS.dcm", workers=1)
+    return {"ct": ct, "ct_paths": ct_paths, "ct_nii": ct_nii, "arrays": arrays, "masks": masks, "out": out}
+
+
+def test_clinical_size_masks_come_back_voxel_for_voxel(big_case):
+    back = round_trip(big_case["out"], big_case["ct"])
+    assert sorted(back) == ["Checker", "EdgeOrgan", "Ring", "Tilted"]
+    for name, mask in back.items():
+        expected = big_case["arrays"][name] != 0
+        assert int((mask.astype(bool) != expected).sum()) == 0, name
+
+
+#: what differs between two exports of the same masks: new UIDs, the time of writing
+VOLATILE = (
+    "SOPInstanceUID",
+    "SeriesInstanceUID",
+    "InstanceCreationDate",
+    "InstanceCreationTime",
+    "SeriesDate",
+    "SeriesTime",
+    "StructureSetDate",
+    "StructureSetTime",
+)
+
+
+def assert_same_dataset(a: Path, b: Path) -> None:
+    one, two = pydicom.dcmread(a), pydicom.dcmread(b)
+    for ds in (one, two):
+        for keyword in VOLATILE:
+            delattr(ds, keyword)
+    assert one == two
+
+
+def test_workers_give_the_same_dataset(big_case, tmp_path, monkeypatch, caplog):
+    """The pool changes where the contours are traced, not what is written."""
+    from rt_resources.structures import export
+
+    monkeypatch.setattr(export, "MIN_MASKS_PER_WORKER", 1)  # a pool even for these few masks
+    caplog.set_level("INFO", logger="rtpipeline.rtstruct_export")
+    out = export_rtstruct(big_case["masks"], big_case["ct_paths"], big_case["ct_nii"], tmp_path / "RS.dcm", workers=2)
+    assert "parallel rtstruct_export processing: 2 workers" in caplog.text
+    assert_same_dataset(big_case["out"], out)
+
+
+def test_slabs_give_the_same_dataset(big_case, tmp_path, monkeypatch):
+    """Reading a mask a few slices at a time (this process) or whole (pool workers) changes nothing."""
+    from rt_resources.structures import export
+
+    monkeypatch.setattr(export, "SLAB_BYTES", 3 * BIG_ROWS * BIG_ROWS)  # 3 slices: 7 slabs
+    out = export_rtstruct(big_case["masks"], big_case["ct_paths"], big_case["ct_nii"], tmp_path / "RS.dcm")
+    assert_same_dataset(big_case["out"], out)
+
+
+def test_a_mask_that_fails_fails_the_export_with_its_name(big_case, tmp_path, monkeypatch):
+    from rt_resources.structures import export
+
+    def unreadable(path, *args):
+        raise OSError(f"{path}: cannot read")  # SimpleITK reads even truncated files, so pretend
+
+    monkeypatch.setattr(export, "_mask_slabs", unreadable)
+    with pytest.raises(RTStructExportError, match=r"mask Ring \(.*Ring\.nii\.gz\) failed: .*cannot read"):
+        export_rtstruct(big_case["masks"], big_case["ct_paths"], big_case["ct_nii"], tmp_path / "RS.dcm")
+    assert not (tmp_path / "RS.dcm").exists()
+
+
+def _cycle_equal(a: np.ndarray, b: np.ndarray) -> bool:
+    """Same closed polygon: equal vertex lists up to the starting vertex and the direction."""
+    a, b = [tuple(p) for p in a], [tuple(p) for p in b]
+    if len(a) != len(b) or b[0] not in a:
+        return False
+    start = a.index(b[0])
+    turned = a[start:] + a[:start]
+    return turned == b or [turned[0], *turned[:0:-1]] == b
+
+
+def test_traced_outlines_are_marching_squares_iso_lines():
+    """The crack tracer gives scikit-image's find_contours(0.5) (low fully connected), less collinear vertices."""
+    from skimage.measure import find_contours
+
+    from rt_resources.structures.export import _trace_iso_lines
+
+    rng = np.random.default_rng(7)
+    for _ in range(60):
+        slices, rows, columns = (int(n) for n in rng.integers((1, 1, 1), (4, 14, 14)))
+        mask = rng.random((slices, rows, columns)) < rng.uniform(0.2, 0.8)  # many saddles, holes, islands
+        stack = np.pad(mask, ((0, 0), (1, 1), (1, 1)))
+        slice_of, starts, vertices = _trace_iso_lines(stack)
+        for s in range(slices):
+            ours = [vertices[starts[n] : starts[n + 1]] for n in np.flatnonzero(slice_of == s)]
+            reference = []
+            for contour in find_contours(stack[s].astype(float), 0.5):
+                contour = contour[:-1]  # closed: the first vertex is repeated
+                turn = np.roll(contour, -1, 0) - contour
+                before = np.roll(turn, 1, 0)
+                straight = (before[:, 0] * turn[:, 1] == before[:, 1] * turn[:, 0]) & ((before * turn).sum(1) > 0)
+                reference.append(contour[~straight])
+            assert len(ours) == len(reference)
+            for contour in ours:
+                assert sum(_cycle_equal(contour, r) for r in reference) == 1

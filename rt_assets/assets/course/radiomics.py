@@ -10,6 +10,7 @@ from rt_assets.privacy import private
 from rt_assets.qc import check_results, check_specs, evaluate
 from rt_assets.table_schemas import RADIOMICS, row_count, schema_metadata
 from rt_resources.fileio import write_parquet_atomic
+from rt_resources.parallel import lower_cpu_priority
 from rt_resources.provenance import sha256_file
 from rt_resources.qc.radiomics import radiomics_nan
 from rt_resources.radiomics.course import course_radiomics, params_sha256
@@ -58,6 +59,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         paths = course.paths
         settings = radiomics_config.settings()
         workers = radiomics_config.worker_count()
+        lower_cpu_priority()  # batch work: the CPU stages that feed the GPU go first
         with leased_gpu_step(context, data_root, settings.backend, pool) as device_metadata:
             table, summary = course_radiomics(
                 paths.ct,

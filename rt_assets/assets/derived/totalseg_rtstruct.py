@@ -30,7 +30,8 @@ def totalseg_rtstruct(context: AssetExecutionContext, data_root: DataRoot, compu
     paths, manifest = course.paths, course.manifest
     masks = {m["roi_name"]: m["path"] for m in mask_index(paths.masks(TOTALSEG))}
     ct_files = [f.abspath for f in course.sources(Kind.CT, manifest.ct_series_uid)]
-    out = export_rtstruct(masks, ct_files, paths.ct, paths.totalseg_rtstruct, "TotalSegmentator")
+    workers = compute.worker_count()
+    out = export_rtstruct(masks, ct_files, paths.ct, paths.totalseg_rtstruct, "TotalSegmentator", workers=workers)
     return MaterializeResult(
         data_version=content_version(out),
         metadata={
