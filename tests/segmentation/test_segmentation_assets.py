@@ -173,3 +173,47 @@ def test_bad_model_yaml_is_named(tmp_path):
     (tmp_path / "m" / "model.yaml").write_text("name: x\n")
     with pytest.raises(ModelError, match=r"model.yaml: missing field\(s\) \['dataset', 'labels'\]"):
         load_model(tmp_path / "m")
+
+
+def _label_map(data_root, course, labels: dict[str, tuple]) -> None:
+    """Write a label map on the model's grid (the prepared input's) with each class's box set."""
+    from totalsegmentator.map_to_binary import class_map
+
+    paths = data_root / "courses" / course / "segmentation"
+    image = sitk.ReadImage(str(paths / "totalseg_input.nii.gz"))
+    arr = sitk.GetArrayFromImage(image).astype("uint8") * 0
+    label_of = {name: label for label, name in class_map["total"].items()}
+    for name, box in labels.items():
+        arr[box] = label_of[name]
+    out = sitk.GetImageFromArray(arr)
+    out.CopyInformation(image)
+    sitk.WriteImage(out, str(paths / "totalseg_labels.nii.gz"), True)
+
+
+@pytest.mark.parametrize("partial", [False, True], ids=["empty", "partial"])
+def test_empty_or_partial_segmentation_leaves_the_course_whole(course, data_root, resources, instance, partial):
+    """A segmentation that returns no class, or only some: the masks, RTSTRUCT and DVH steps still
+    succeed, and the check says what is missing."""
+    res = {**resources, "totalsegmentator": TotalSegmentator(home="", device="cpu", backend="standin")}
+    assert materialize([totalseg_input], partition_key=course, instance=instance, resources=res).success
+    # boxes of 30 x 60 x 60 mm on the 1.5 mm model grid: whole voxels of the coarse test CT
+    boxes = {
+        "vertebrae_T8": (slice(10, 30), slice(60, 100), slice(20, 60)),
+        "liver": (slice(10, 30), slice(60, 100), slice(120, 160)),
+    }
+    _label_map(data_root, course, boxes if partial else {})
+    after = [totalseg_masks, totalseg_rtstruct, dvh]
+    assert materialize(after, partition_key=course, instance=instance, resources=res).success
+    folder = data_root / "courses" / course / "masks" / "totalseg"
+    index = json.loads((folder / "rois.json").read_text())
+    assert len(index) == 117 and {r["roi_name"] for r in index if not r["empty"]} == (set(boxes) if partial else set())
+    qc = json.loads((data_root / "courses" / course / "qc.json").read_text())
+    result = next(r for r in qc["results"] if r["name"] == "autoseg_completeness")
+    assert not result["passed"] and result["severity"] == "WARN"
+    if partial:
+        assert "heart" in result["description"] and "lungs" in result["description"]  # expected at T8, missing
+    else:
+        assert "no vertebra" in result["description"]
+    metrics = pd.read_parquet(data_root / "courses" / course / "dvh_metrics.parquet")
+    assert (metrics.source == "manual").any()
+    assert set(metrics.loc[metrics.source == "totalseg", "roi_name"]) == (set(boxes) if partial else set())
