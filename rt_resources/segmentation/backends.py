@@ -37,6 +37,10 @@ def load_model(spec: ModelSpec, device: str) -> Any:
 
 class StandinModel:
     def __init__(self, spec: ModelSpec) -> None:
+        import SimpleITK  # noqa: F401 -- loading is the imports: counted as the model's load time
+
+        from rt_resources.segmentation import standin  # noqa: F401
+
         self.seconds = float(spec.standin_seconds)
 
     def predict(self, input_path: Path, output_path: Path) -> list[str]:

@@ -539,9 +539,10 @@ def test_instance_config_loads_with_dagster_k8s(instance_yaml, tmp_path, pg_env)
     concurrency = ConcurrencyConfig.from_concurrency_settings(checked["concurrency"], queue)
     assert concurrency.run_queue_config.max_concurrent_runs == 4
     limits = {limit["key"]: limit for limit in concurrency.run_queue_config.tag_concurrency_limits}
-    assert limits["rt/gpu"] == {"key": "rt/gpu", "value": "true", "limit": 1}
+    # one inferring, one waiting with its input ready
+    assert limits["rt/gpu"] == {"key": "rt/gpu", "value": "true", "limit": 2}
     assert limits["dagster/partition"]["value"] == {"applyLimitPerUniqueValue": True}
-    assert concurrency.pool_config.default_pool_limit == 1
+    assert concurrency.pool_config.default_pool_limit == 2
     assert concurrency.pool_config.pool_granularity == PoolGranularity.OP
 
 
