@@ -53,7 +53,9 @@ def _proc_cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def stages_of_one_course(work: Path, inference_s: float, workers: int) -> tuple[list[dict], Path, str]:
+def stages_of_one_course(
+    work: Path, inference_s: float, workers: int, policies: tuple[str, ...] = ("default", "full")
+) -> tuple[list[dict], Path, str]:
     """Materialize each course asset alone; [(asset, wall_s, cpu_s, note)], the data root and the course key."""
     from dagster import AssetKey, DagsterInstance, materialize
 
@@ -95,6 +97,10 @@ def stages_of_one_course(work: Path, inference_s: float, workers: int) -> tuple[
         "course_preview",
     ]
     worker_cpu = 0.0
+    if "default" not in policies:
+        order.remove("radiomics")
+    if not policies:  # the RTSTRUCT comparison needs the course's masks only
+        order = order[: order.index("totalseg_rtstruct")]
     for name in order:
         assets_def = defs[name]
         pid_file = socket_path(data / "index", "cpu").with_suffix(".pid")
@@ -121,16 +127,17 @@ def stages_of_one_course(work: Path, inference_s: float, workers: int) -> tuple[
         rows.append({"asset": name, "wall_s": wall, "cpu_s": cpu, "note": note})
         print(f"  {name:<20} {wall:8.1f} s wall {cpu:8.1f} core-s  {note}", flush=True)
 
-    full = {**resources, "radiomics_config": resources["radiomics_config"].model_copy(update={"policy": "full"})}
-    cpu0, wall0 = _cpu_s(), time.perf_counter()
-    assert materialize(
-        [defs["radiomics"]], partition_key=key, instance=instance, resources=full, run_config=QUIET
-    ).success
-    wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
-    mat = instance.fetch_materializations(AssetKey("radiomics"), limit=1).records[0].asset_materialization
-    note = "full set on every ROI; " + _core_seconds_note(mat.metadata)
-    rows.append({"asset": "radiomics (full)", "wall_s": wall, "cpu_s": cpu, "note": note})
-    print(f"  {'radiomics (full)':<20} {wall:8.1f} s wall {cpu:8.1f} core-s  {note}", flush=True)
+    if "full" in policies:
+        full = {**resources, "radiomics_config": resources["radiomics_config"].model_copy(update={"policy": "full"})}
+        cpu0, wall0 = _cpu_s(), time.perf_counter()
+        assert materialize(
+            [defs["radiomics"]], partition_key=key, instance=instance, resources=full, run_config=QUIET
+        ).success
+        wall, cpu = time.perf_counter() - wall0, _cpu_s() - cpu0
+        mat = instance.fetch_materializations(AssetKey("radiomics"), limit=1).records[0].asset_materialization
+        note = "full set on every ROI; " + _core_seconds_note(mat.metadata)
+        rows.append({"asset": "radiomics (full)", "wall_s": wall, "cpu_s": cpu, "note": note})
+        print(f"  {'radiomics (full)':<20} {wall:8.1f} s wall {cpu:8.1f} core-s  {note}", flush=True)
     return rows, data, key
 
 
@@ -222,6 +229,7 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=max(1, (os.cpu_count() or 2) - 1), help="--workers")
     parser.add_argument("--baseline-subset", type=int, default=12, help="masks the old export is timed on")
     parser.add_argument("--parts", default="1,2,3", help="which parts to run (comma-separated)")
+    parser.add_argument("--radiomics-policies", default="default,full", help="part 1: radiomics under these policies")
     parser.add_argument("--queue-radiomics-params", help="part 3 only: another radiomics parameter file")
     parser.add_argument("--project-cores", type=int, default=16, help="C of the courses-per-day projection")
     parser.add_argument("--keep", type=Path, help="work here and keep it (default: a temporary folder)")
@@ -236,11 +244,13 @@ def main() -> None:
     try:
         if parts & {1, 2}:
             print("\n## 1. stages of one realistic course (each asset alone, in process)", flush=True)
-            rows, data, key = stages_of_one_course(work, args.inference_s, args.workers)
+            policies = tuple(args.radiomics_policies.split(",")) if 1 in parts else ()  # part 2 needs the masks only
+            rows, data, key = stages_of_one_course(work, args.inference_s, args.workers, policies)
+            result["stages"] = rows
+        if 1 in parts:
             course_cpu = sum(r["cpu_s"] for r in rows if r["asset"] != "radiomics (full)")
             gpu_cpu = next(r for r in rows if r["asset"] == "totalseg_inference")["cpu_s"]
             print(f"  total: {course_cpu:.0f} core-s per course (default radiomics policy)")
-            result["stages"] = rows
             cpu_other = course_cpu - gpu_cpu
             per_day_gpu = 86400 / args.inference_s
             per_day_cpu = 86400 * args.project_cores / cpu_other

@@ -8,7 +8,7 @@ segmentation assets this installation can run are targeted (no weights: no segme
 
 from dagster import AssetSelection, AutomationConditionSensorDefinition, DefaultSensorStatus
 
-from rt_assets.constants import SEGMENTATION_GROUP, TAG_GPU
+from rt_assets.constants import SEGMENTATION_GROUP, TAG_GPU, TAG_STAGE
 
 
 def automation_sensors(interval_s: int, segmentation_assets: list[str]) -> list[AutomationConditionSensorDefinition]:
@@ -17,6 +17,7 @@ def automation_sensors(interval_s: int, segmentation_assets: list[str]) -> list[
         AutomationConditionSensorDefinition(
             "automation_sensor",
             target=AssetSelection.all() - AssetSelection.groups(SEGMENTATION_GROUP),
+            run_tags={TAG_STAGE: "derived"},  # dagster.yaml keeps run slots free of them for the GPU's feeders
             default_status=DefaultSensorStatus.RUNNING,
             minimum_interval_seconds=interval_s,
             description="Crops, custom structures and DVHs after segmentation; cohort tables after course updates.",

@@ -537,7 +537,7 @@ def test_instance_config_loads_with_dagster_k8s(instance_yaml, tmp_path, pg_env)
         processed,
     ).get_run_queue_config()
     concurrency = ConcurrencyConfig.from_concurrency_settings(checked["concurrency"], queue)
-    assert concurrency.run_queue_config.max_concurrent_runs == 4
+    assert concurrency.run_queue_config.max_concurrent_runs == 5
     limits = {limit["key"]: limit for limit in concurrency.run_queue_config.tag_concurrency_limits}
     # one inferring, one waiting with its input ready
     assert limits["rt/gpu"] == {"key": "rt/gpu", "value": "true", "limit": 2}
