@@ -71,10 +71,8 @@ def stages_of_one_course(
     write_patient(drop, 0, REALISTIC)
     print(f"  wrote one realistic course in {time.perf_counter() - start:.1f} s", flush=True)
     ts = {"backend": "standin", "standin_seconds": inference_s, "device": "cpu", "worker_idle_s": 120}
-    settings = load_settings(
-        environ={},
-        overrides={"data_root": str(data), "drop_root": str(drop), "workers": workers, "totalsegmentator": ts},
-    )
+    overrides = {"data_root": str(data), "drop_root": str(drop), "workers": workers, "totalsegmentator": ts}
+    settings = load_settings(environ={}, overrides=overrides)
     defs = _unbound_assets()
     resources = resources_from_settings(settings)
     (key,) = [c.key for c in survey_drop(drop, data).courses]
@@ -128,7 +126,9 @@ def stages_of_one_course(
         print(f"  {name:<20} {wall:8.1f} s wall {cpu:8.1f} core-s  {note}", flush=True)
 
     if "full" in policies:
-        full = {**resources, "radiomics_config": resources["radiomics_config"].model_copy(update={"policy": "full"})}
+        # a new resource from settings (Dagster builds a run's resources from their config, not the object)
+        every_roi = load_settings(environ={}, overrides={**overrides, "radiomics": {"policy": "full"}})
+        full = {**resources, "radiomics_config": resources_from_settings(every_roi)["radiomics_config"]}
         cpu0, wall0 = _cpu_s(), time.perf_counter()
         assert materialize(
             [defs["radiomics"]], partition_key=key, instance=instance, resources=full, run_config=QUIET

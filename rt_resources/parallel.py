@@ -30,6 +30,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
@@ -181,7 +182,26 @@ def terminable_children() -> Iterator[None]:
 # --------------------------------------------------------------------------- workers
 
 
-def _init_worker(initializer: Callable[..., None] | None, initargs: tuple) -> None:
+def die_with_parent(parent_pid: int | None = None) -> None:
+    """Linux: SIGKILL this process when the process that started it dies (``prctl(PR_SET_PDEATHSIG)``),
+    so a pool worker never outlives a step killed with ``kill -9`` (it would go on computing for
+    minutes, orphaned). ``parent_pid``: the parent as the caller knew it; already gone -> exit now.
+    Elsewhere a no-op."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, signal.SIGKILL, 0, 0, 0)  # PR_SET_PDEATHSIG = 1
+    except (OSError, AttributeError):  # no prctl: nothing to arm
+        return
+    if parent_pid is not None and os.getppid() != parent_pid:  # the parent died before the prctl
+        os._exit(1)
+
+
+def _init_worker(initializer: Callable[..., None] | None, initargs: tuple, parent_pid: int | None = None) -> None:
+    die_with_parent(parent_pid)
     limit_threads()
     if initializer is not None:
         initializer(*initargs)
@@ -251,7 +271,7 @@ def _run_processes(work, items, policy, sizer, fault_hook, order, describe, labe
     while state.queue:
         size = sizer.limit  # a larger limit later (memory freed) starts a new pool once this one drains
         pool = ProcessPoolExecutor(
-            max_workers=size, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs)
+            max_workers=size, mp_context=ctx, initializer=_init_worker, initargs=(initializer, initargs, os.getpid())
         )
         inflight: dict[Future, tuple[int, float]] = {}
         degrade: str | None = None

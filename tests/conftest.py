@@ -18,6 +18,8 @@ from tests.helpers import FAST_RADIOMICS, SMALL, course_resources
 def _site_secret(monkeypatch):
     monkeypatch.setenv("RT_SITE_SECRET", "test-secret")
     monkeypatch.setenv("RT_RADIOMICS_PARAMS", str(FAST_RADIOMICS))  # for CLI and dagster dev subprocesses
+    # the ~100 automatic organs of the segmentation tests get the basic set: fast there too
+    monkeypatch.setenv("RT_RADIOMICS_BASIC_PARAMS", str(FAST_RADIOMICS))
 
 
 @pytest.fixture

@@ -45,7 +45,9 @@ def course_resources(drop, data_root, totalseg_home) -> dict:
         "dicom_drop": DicomDrop(path=str(drop), quiet_period_s=0),
         "totalsegmentator": TotalSegmentator(home=str(totalseg_home), device="cpu", fast=True),
         "segmentation_config": SegmentationConfig(device="cpu"),
-        "radiomics_config": RadiomicsConfig(params=str(FAST_RADIOMICS), sequential=True),
+        "radiomics_config": RadiomicsConfig(
+            params=str(FAST_RADIOMICS), basic_params=str(FAST_RADIOMICS), sequential=True
+        ),
         "robustness_config": RobustnessConfig(),  # off
         "compute": ComputeConfig(workers=1),
     }

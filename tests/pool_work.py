@@ -38,3 +38,11 @@ class FailOn:
             self.marker.touch()
             os._exit(9)
         return -x
+
+
+def sleep_and_record_pid(pid_file: str) -> None:
+    """Write this worker's pid, then work for a long time (the parent is killed meanwhile)."""
+    import time
+
+    Path(pid_file).write_text(str(os.getpid()))
+    time.sleep(300)

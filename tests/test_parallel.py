@@ -125,3 +125,45 @@ def test_batch_work_runs_niced_and_is_never_raised_back():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.split()
     start, a, b, batch, now = map(int, out)
     assert a == b == now == max(start, batch) and batch == 10
+
+
+def test_pool_workers_die_with_their_parent(tmp_path):
+    """A pool worker does not outlive its parent killed with SIGKILL (a step killed mid-radiomics):
+    PR_SET_PDEATHSIG ends it at once instead of minutes later."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    from pathlib import Path
+
+    pid_file = tmp_path / "worker.pid"
+    code = (
+        "import os, time\n"
+        "from rt_resources.parallel import run_pool\n"
+        "from tests.pool_work import sleep_and_record_pid\n"
+        "if __name__ == '__main__':\n"
+        f"    run_pool(sleep_and_record_pid, [{str(pid_file)!r}], workers=1)\n"
+    )
+    script = tmp_path / "parent.py"
+    script.write_text(code)
+    root = str(Path(__file__).resolve().parents[1])
+    parent = subprocess.Popen([sys.executable, str(script)], cwd=root, env={**os.environ, "PYTHONPATH": root})
+    deadline = time.monotonic() + 60
+    while not pid_file.exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    os.kill(parent.pid, signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(worker, 0)
+        except ProcessLookupError:
+            break
+        stat = open(f"/proc/{worker}/stat").read()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":
+            break
+        time.sleep(0.05)
+    else:
+        raise AssertionError(f"pool worker {worker} outlived its killed parent")
