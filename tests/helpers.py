@@ -15,6 +15,13 @@ SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
 SMALL = SynthOptions(rows=32, slices=12, pixel_mm=10.0, slice_mm=5.0)
 #: pyradiomics settings that keep tests fast (Original image, first-order and shape features)
 FAST_RADIOMICS = Path(__file__).resolve().parent / "data" / "radiomics_fast.yaml"
+#: first-order only, for the tests whose masks are the tiny random model's noise (no shape features)
+NOISE_RADIOMICS = Path(__file__).resolve().parent / "data" / "radiomics_firstorder.yaml"
+
+
+def noise_radiomics_env() -> dict[str, str]:
+    """Radiomics settings for runs that segment with the tiny random model."""
+    return {"RT_RADIOMICS_PARAMS": str(NOISE_RADIOMICS), "RT_RADIOMICS_BASIC_PARAMS": str(NOISE_RADIOMICS)}
 
 
 def tree_digest(root: Path) -> dict[str, str]:

@@ -27,6 +27,7 @@ from dagster import DagsterEventType, DagsterRunStatus
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from tests.cluster.services import PG_BIN, postgres, redis, start_worker, wait_worker_ready, workers
 from tests.headless.helpers import RTPIPELINE, step_intervals
+from tests.helpers import noise_radiomics_env
 
 ROOT = Path(__file__).resolve().parents[2]
 SEGMENTATION_STEPS = {"totalseg_inference"}
@@ -64,6 +65,7 @@ def cluster(tmp_path_factory):
             "RT_TOTALSEG_FAST": "1",
             "RT_TOTALSEG_DEVICE": "cpu",
             "RT_WORKERS": "1",
+            **noise_radiomics_env(),
         }
         gpu_env = {**env, "RT_GPU_DEVICES": "0", "CUDA_VISIBLE_DEVICES": ""}  # one simulated device
         specs = [("cpu", "cpu", env), ("gpu", "gpu", gpu_env)]

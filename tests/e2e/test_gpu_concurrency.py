@@ -15,7 +15,7 @@ from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import write_patient
 from tests.e2e.dagster_dev import MATERIALIZATIONS, RUNS, graphql, start_dagster_dev
 from tests.headless.helpers import inference_intervals
-from tests.helpers import SMALL
+from tests.helpers import SMALL, noise_radiomics_env
 
 SEG_STEP = "totalseg_inference"
 CPU_STEPS = {"course_manifest", "ct_image", "dose_grid", "structure_masks", "dvh", "ct_crop", "custom_structures"}
@@ -60,6 +60,7 @@ def test_one_segmentation_at_a_time_while_cpu_stages_run(tmp_path):
         "RT_TOTALSEG_DEVICE": "cpu",
         "RT_TOTALSEG_FAST": "1",
         "RT_WORKERS": "1",
+        **noise_radiomics_env(),
     }
     with start_dagster_dev(tmp_path, env) as (port, drop, data, log, home):
         staging = tmp_path / "staging"

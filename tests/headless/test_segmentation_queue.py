@@ -8,7 +8,7 @@ import pytest
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import SynthOptions, write_patient
 from tests.headless.helpers import cli_env, inference_intervals, instance_of, run_cli, runs_of, step_intervals
-from tests.helpers import SMALL
+from tests.helpers import SMALL, noise_radiomics_env
 
 CPU_STEPS = {
     "course_manifest",
@@ -32,7 +32,7 @@ def test_cli_segmentation_pipelines_with_other_courses(drop, tmp_path):
     for i in (1, 2):
         write_patient(drop, i, SynthOptions(**{**SMALL.__dict__, "rows": 64, "slices": 30, "pixel_mm": 6.0}))
     out = tmp_path / "out"
-    env = cli_env(TOTALSEG_HOME_DIR=str(ts_home))
+    env = cli_env(TOTALSEG_HOME_DIR=str(ts_home), **noise_radiomics_env())
     proc = run_cli(
         "run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu", "--totalseg-fast", env=env
     )

@@ -19,7 +19,7 @@ from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import SynthOptions, write_patient
 from tests.e2e.dagster_dev import start_dagster_dev
 from tests.headless.helpers import inference_intervals
-from tests.helpers import SMALL
+from tests.helpers import SMALL, noise_radiomics_env
 
 N_COURSES = 20
 BATCHES = (7, 7, 6)
@@ -52,7 +52,13 @@ def _covered(data) -> dict[str, int]:
 def test_twenty_courses_in_three_batches_through_the_sensor(tmp_path):
     ts_home = tmp_path / "totalseg_home"
     build_tiny_totalseg_model(ts_home, "total_fast")
-    env = {"TOTALSEG_HOME_DIR": str(ts_home), "RT_TOTALSEG_DEVICE": "cpu", "RT_TOTALSEG_FAST": "1", "RT_WORKERS": "1"}
+    env = {
+        "TOTALSEG_HOME_DIR": str(ts_home),
+        "RT_TOTALSEG_DEVICE": "cpu",
+        "RT_TOTALSEG_FAST": "1",
+        "RT_WORKERS": "1",
+        **noise_radiomics_env(),
+    }
     staging = tmp_path / "staging"
     for i in range(N_COURSES):
         write_patient(staging, i, SynthOptions(**{**SMALL.__dict__, "mr": i % 4 == 0}))
