@@ -231,6 +231,9 @@ class RadiomicsConfig(ConfigurableResource):
     basic_params: str = Field(
         default="", description="parameter YAML of the basic set; empty = the shipped CT_basic.yaml"
     )
+    light_params: str = Field(
+        default="", description="parameter YAML of the light set (very large ROIs); empty = the shipped CT_light.yaml"
+    )
 
     @staticmethod
     def _policy_default(name: str) -> list[str]:
@@ -244,10 +247,12 @@ class RadiomicsConfig(ConfigurableResource):
         params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
         mr_params = Path(self.mr_params) if self.mr_params else PARAMS_DIR / "MR.yaml"
         basic_params = Path(self.basic_params) if self.basic_params else PARAMS_DIR / "CT_basic.yaml"
+        light_params = Path(self.light_params) if self.light_params else PARAMS_DIR / "CT_light.yaml"
         return RadiomicsSettings(
             params=params,
             mr_params=mr_params,
             basic_params=basic_params,
+            light_params=light_params,
             backend=self.backend,
             policy=self.policy,
             full_sources=tuple(self.full_sources),
@@ -322,6 +327,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "full_sources": list(rad.full_sources),
             "full_rois": list(rad.full_rois),
             "basic_params": rad.basic_params,
+            "light_params": rad.light_params,
         },
         "robustness_config": {"perturbations": rad.robustness, "threshold": rad.robustness_threshold},
         "segmentation_config": {

@@ -111,6 +111,11 @@ class RadiomicsSettings(_Section):
         description="parameter YAML of the basic set (empty: the shipped CT_basic.yaml: original image, "
         "first-order and shape, CT.yaml's resampling and bins); keep its setting block equal to params'",
     )
+    light_params: str = Field(
+        default="",
+        description="parameter YAML of the light set for very large ROIs such as BODY (empty: the shipped "
+        "CT_light.yaml: original image at 3 mm, all seven feature classes)",
+    )
 
     @field_validator("robustness")
     @classmethod
@@ -284,6 +289,7 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_RADIOMICS_FULL_SOURCES": ("radiomics.full_sources", "list"),
     "RT_RADIOMICS_FULL_ROIS": ("radiomics.full_rois", "list"),
     "RT_RADIOMICS_BASIC_PARAMS": ("radiomics.basic_params", "path"),
+    "RT_RADIOMICS_LIGHT_PARAMS": ("radiomics.light_params", "path"),
     "RT_MODELS_DIR": ("segmentation.models_dir", "path"),
     "RT_CUSTOM_STRUCTURES": ("segmentation.custom_structures", "path"),
     "RT_CROP_REGIONS": ("segmentation.crop_regions", "list"),

@@ -20,6 +20,8 @@ def _site_secret(monkeypatch):
     monkeypatch.setenv("RT_RADIOMICS_PARAMS", str(FAST_RADIOMICS))  # for CLI and dagster dev subprocesses
     # the ~100 automatic organs of the segmentation tests get the basic set: fast there too
     monkeypatch.setenv("RT_RADIOMICS_BASIC_PARAMS", str(FAST_RADIOMICS))
+    # and BODY (the light set: all seven classes resampled to 3 mm, ~10 s a course at test sizes)
+    monkeypatch.setenv("RT_RADIOMICS_LIGHT_PARAMS", str(FAST_RADIOMICS))
 
 
 @pytest.fixture

@@ -21,7 +21,9 @@ NOISE_RADIOMICS = Path(__file__).resolve().parent / "data" / "radiomics_firstord
 
 def noise_radiomics_env() -> dict[str, str]:
     """Radiomics settings for runs that segment with the tiny random model."""
-    return {"RT_RADIOMICS_PARAMS": str(NOISE_RADIOMICS), "RT_RADIOMICS_BASIC_PARAMS": str(NOISE_RADIOMICS)}
+    # every set, the light one too: the noise masks span the volume, so many count as very large
+    names = ("RT_RADIOMICS_PARAMS", "RT_RADIOMICS_BASIC_PARAMS", "RT_RADIOMICS_LIGHT_PARAMS")
+    return {name: str(NOISE_RADIOMICS) for name in names}
 
 
 def tree_digest(root: Path) -> dict[str, str]:

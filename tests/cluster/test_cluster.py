@@ -75,7 +75,9 @@ def cluster(tmp_path_factory):
 
 def _run(cluster, drop: Path, out: Path, timeout: int = 1500, env=None) -> subprocess.CompletedProcess:
     cmd = [*RTPIPELINE, "run", "--dicom-root", str(drop), "--outdir", str(out), "--totalseg-device", "cpu"]
-    cmd += ["--radiomics-params", str(ROOT / "rt_resources/radiomics/params/CT_demo.yaml")]
+    # no --radiomics-params: the demo's set resamples to 2 mm and computes GLCM and shape, which on
+    # the tiny model's 10 mm noise masks takes minutes per organ; the environment's first-order
+    # set (noise_radiomics_env) applies to every ROI
     return subprocess.run(cmd, capture_output=True, text=True, env=env or cluster["env"], timeout=timeout)
 
 

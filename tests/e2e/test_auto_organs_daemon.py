@@ -57,18 +57,11 @@ def _wait_until_settled(port: int, data: Path, log: Path, timeout: float) -> lis
     )
 
 
-#: a known race in the daemon path, seen once in 3 runs (2026-12-07): with rules, automation ran
-#: custom_structures alone first, then radiomics with it; after totalseg_masks arrived it re-ran dvh,
-#: course_preview, ct_crop and totalseg_rtstruct but not radiomics, so the cohort radiomics table
-#: kept manual and custom rows only (the CLI path computes them once, after segmentation, and is
-#: not affected). Open in issue 19's closing note; strict=False: the test runs and passes otherwise.
-RADIOMICS_RACE = pytest.mark.xfail(
-    strict=False, reason="daemon path with rules: radiomics not re-triggered after totalseg_masks (race)"
-)
-
-
 @pytest.mark.slow
-@pytest.mark.parametrize("rules", [False, pytest.param(True, marks=RADIOMICS_RACE)], ids=["no_rules", "custom_rules"])
+# with rules, a regression test too: automation ran radiomics for custom_structures while the
+# organs' masks were being written, and its end counted as handling them, so the cohort radiomics
+# table kept no organ (once in 3 runs; tests/sensors/test_automation_conditions.py has it tick by tick)
+@pytest.mark.parametrize("rules", [False, True], ids=["no_rules", "custom_rules"])
 def test_auto_organs_reach_course_and_cohort_tables_through_the_daemon(tmp_path, monkeypatch, rules):
     env = {
         "RT_TOTALSEG_BACKEND": "standin",

@@ -95,11 +95,13 @@ def test_settings_reach_the_engine(tmp_path):
         "RT_RADIOMICS_FULL_SOURCES": "manual",
         "RT_RADIOMICS_FULL_ROIS": "heart, lung_*",
         "RT_RADIOMICS_BASIC_PARAMS": str(basic),
+        "RT_RADIOMICS_LIGHT_PARAMS": str(basic),
     }
     settings = load_settings(environ=environ, overrides={"data_root": str(tmp_path / "d")})
     engine = resources_from_settings(settings)["radiomics_config"].settings()
     assert engine.policy == "default" and engine.full_sources == ("manual",)
     assert engine.full_rois == ("heart", "lung_*") and engine.basic_params == basic
+    assert engine.light_params == basic
     defaults = load_settings(environ={}, overrides={"data_root": str(tmp_path / "d")}).radiomics
     assert defaults.policy == "default" and defaults.full_rois == list(DEFAULT_FULL_ROIS)
     assert defaults.full_sources == ["manual", "custom"] and defaults.basic_params == ""
@@ -110,6 +112,7 @@ def test_settings_reach_the_engine(tmp_path):
 def test_a_changed_policy_changes_the_output_config():
     base = RadiomicsConfig()
     assert base.settings().policy == "default" and base.settings().basic_params == PARAMS_DIR / "CT_basic.yaml"
+    assert base.settings().light_params == PARAMS_DIR / "CT_light.yaml"
     full = RadiomicsConfig(policy="full")
     assert base.output_config() != full.output_config()
     assert base.output_config() != RadiomicsConfig(full_rois=["heart"]).output_config()

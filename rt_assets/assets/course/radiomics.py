@@ -108,6 +108,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 "params": MetadataValue.path(str(settings.params)),
                 "mr_params": MetadataValue.path(str(settings.mr_params)),
                 "basic_params": MetadataValue.path(str(settings.basic_params)),
+                "light_params": MetadataValue.path(str(settings.light_params or "")),
                 "params_sha256": params_digest,
                 "backend": MetadataValue.json(summary["backend"]),
                 **device_metadata,
