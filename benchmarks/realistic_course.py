@@ -248,9 +248,15 @@ def main() -> None:
             rows, data, key = stages_of_one_course(work, args.inference_s, args.workers, policies)
             result["stages"] = rows
         if 1 in parts:
-            course_cpu = sum(r["cpu_s"] for r in rows if r["asset"] != "radiomics (full)")
+            # the course's total with one radiomics line: the default policy's where it ran, else the full set's
+            default = any(r["asset"] == "radiomics" for r in rows)
+            counted = "radiomics" if default else "radiomics (full)"
+            course_cpu = sum(
+                r["cpu_s"] for r in rows if not r["asset"].startswith("radiomics") or r["asset"] == counted
+            )
             gpu_cpu = next(r for r in rows if r["asset"] == "totalseg_inference")["cpu_s"]
-            print(f"  total: {course_cpu:.0f} core-s per course (default radiomics policy)")
+            which = "default radiomics policy" if default else "the full radiomics set on every ROI"
+            print(f"  total: {course_cpu:.0f} core-s per course ({which})")
             cpu_other = course_cpu - gpu_cpu
             per_day_gpu = 86400 / args.inference_s
             per_day_cpu = 86400 * args.project_cores / cpu_other
@@ -259,7 +265,7 @@ def main() -> None:
                 f"\n## projection: one GPU + {args.project_cores} cores\n"
                 f"  GPU-bound: 86400 s / {args.inference_s:.0f} s inference = {per_day_gpu:.0f} courses/day; "
                 f"CPU-bound: 86400 s x {args.project_cores} cores / {cpu_other:.0f} core-s per course (part 1, "
-                f"without the inference step) = {per_day_cpu:.0f} courses/day -> "
+                f"{which}, without the inference step) = {per_day_cpu:.0f} courses/day -> "
                 f"{min(per_day_gpu, per_day_cpu):.0f} courses/day (the smaller; assumes the CPU stages overlap "
                 "inference, as the queue in part 3 shows, and core-seconds that scale linearly with cores)",
                 flush=True,
