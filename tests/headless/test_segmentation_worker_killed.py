@@ -83,7 +83,7 @@ def test_segmentation_worker_killed_mid_course(drop, tmp_path):
         "--totalseg-backend",
         "standin",
         "--totalseg-standin-s",
-        "25",
+        "15",
         "--totalseg-device",
         "cpu",
         "--workers",
@@ -98,7 +98,7 @@ def test_segmentation_worker_killed_mid_course(drop, tmp_path):
     cli = start_cli(*args, log=log, env=env)
     try:
         killed_pid = _wait_for_inference(cli, out, pid_file, log, timeout=1200)
-        time.sleep(5)  # well inside the stand-in's 25 s inference of the first course
+        time.sleep(5)  # well inside the stand-in's 15 s inference of the first course
         os.kill(killed_pid, signal.SIGKILL)
         rc = cli.wait(timeout=1800)
     finally:
