@@ -22,8 +22,7 @@ from dagster import (
     AutomationContext,
     AutomationResult,
 )
-
-POINTER_TAG = "dagster/input_event_pointer/"  #: Dagster's provenance tag prefix (data_version.py)
+from dagster._core.definitions.data_version import NULL_EVENT_POINTER, get_input_event_pointer_tag
 
 
 class SawLatestUpdates(AutomationCondition):
@@ -75,10 +74,10 @@ def _saw_latest(instance, key: AssetKey, deps: list[AssetKey], partition: str | 
         return True
     tags = own.asset_materialization.tags or {}
     for dep in deps:
-        pointer = tags.get(POINTER_TAG + dep.to_user_string())
+        pointer = tags.get(get_input_event_pointer_tag(dep))
         if pointer is None:  # no provenance recorded
             continue
-        pointer_id = int(pointer) if pointer.isdigit() else -1  # "NULL": the dep did not exist then
+        pointer_id = -1 if pointer == NULL_EVENT_POINTER else int(pointer)  # NULL: the dep did not exist then
         latest = _latest(instance, dep, partition)
         # the pointer is the dep's latest record over all partitions when the step started: a
         # partition's record with a smaller storage id existed then, one with a larger did not
