@@ -34,7 +34,7 @@ demo: setup dagster-home
 # two pytest-xdist workers: many end-to-end tests wait on daemons, sensors and stand-in inferences,
 # so two at once fill the 2 cores (2 cores: 15 min, against 23 min in one process)
 test: setup browser
-	$(BIN)/python -m pytest -q -m "not load and not cluster" -n 2 --durations=30
+	$(BIN)/python -m pytest -q -m "not load and not cluster" -n 2 --dist worksteal --durations=30
 
 # 20 courses in three batches through dagster dev's sensors (about 10 min on 2 cores)
 load-test: setup
