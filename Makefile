@@ -26,9 +26,11 @@ dagster-home:
 demo: setup dagster-home
 	rm -rf $(DEMO)/drop
 	$(BIN)/rtpipeline synth --out $(DEMO)/drop --patients 3 --boost --second-course --mr
-	$(BIN)/rtpipeline run --dicom-root $(DEMO)/drop --outdir $(DEMO)/output --radiomics-params rt_resources/radiomics/params/CT_demo.yaml --radiomics-robustness 3
+	$(BIN)/rtpipeline run --dicom-root $(DEMO)/drop --outdir $(DEMO)/output --radiomics-params rt_resources/radiomics/params/CT_demo.yaml --radiomics-robustness 3 --totalseg-backend standin --totalseg-device cpu
+	$(BIN)/rtpipeline report --outdir $(DEMO)/output
 	@echo ""
 	@echo "Outputs:     $(DEMO)/output/courses/<course_key>/ and $(DEMO)/output/cohort/"
+	@echo "The report:  $(DEMO)/output/cohort/report.html"
 	@echo "Open the UI: make ui   (then http://127.0.0.1:3000 -> Assets)"
 
 # two pytest-xdist workers: many end-to-end tests wait on daemons, sensors and stand-in inferences,

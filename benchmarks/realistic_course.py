@@ -91,6 +91,8 @@ def stages_of_one_course(
         "totalseg_rtstruct",
         "custom_structures",
         "dvh",
+        "dvh_eqd2",
+        "contour_agreement",
         "radiomics",
         "course_preview",
     ]

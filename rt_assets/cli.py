@@ -4,6 +4,7 @@
   rtpipeline synth   --out DIR --patients N         write synthetic DICOM-RT courses
   rtpipeline audit   --outdir OUT --course KEY      where a course's numbers came from
   rtpipeline export  --outdir OUT --to DIR          a de-identified copy to share
+  rtpipeline report  --outdir OUT                   one HTML page about the cohort (QC, DVH, agreement, ...)
   rtpipeline receive --drop DIR                     receive DICOM over the network (C-STORE) into the drop
   rtpipeline doctor                                 versions, devices, settings, segmentation
 
@@ -16,7 +17,7 @@ import argparse
 import logging
 import sys
 
-from rt_assets.commands import cmd_audit, cmd_doctor, cmd_export, cmd_receive, cmd_run, cmd_synth
+from rt_assets.commands import cmd_audit, cmd_doctor, cmd_export, cmd_receive, cmd_report, cmd_run, cmd_synth
 
 log = logging.getLogger("rtpipeline")
 
@@ -76,6 +77,16 @@ examples:
   rtpipeline run --dicom-root ./data --outdir ./output --totalseg-device cpu --totalseg-fast
   rtpipeline run --dicom-root ./data --outdir ./output --force --course c-0123456789ab
   RT_TOTALSEG_LICENSE=... rtpipeline run --dicom-root ./data --outdir ./output  (licensed tasks)
+"""
+
+
+REPORT_EPILOG = """exit codes:
+  0    the page was written (a section without data says why on the page)
+  2    OUTDIR/cohort holds no cohort tables (run `rtpipeline run` first), or the page cannot be written
+
+examples:
+  rtpipeline report --outdir ./output                       (writes ./output/cohort/report.html)
+  rtpipeline report --outdir ./output --to /tmp/cohort.html
 """
 
 
@@ -205,6 +216,23 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--to", required=True, metavar="DIR", help="where to write the export")
     export.add_argument("--course", action="append", metavar="KEY", help="only this course (repeatable)")
     export.set_defaults(func=cmd_export)
+
+    report = sub.add_parser(
+        "report",
+        help="one self-contained HTML page about a processed cohort (QC, DVH bands, agreement, robustness, ...)",
+        description="Write one HTML page about the cohort of a data root: courses and their quality checks, DVH "
+        "bands per structure, unmapped structure names, auto vs manual contour agreement, radiomics robustness, "
+        "and the files of the drop not used and why. The page needs no server, network or JavaScript (figures are "
+        "inline SVG); courses appear by course key and files by file id, never by patient name or path. "
+        "Prints the path written.",
+        epilog=REPORT_EPILOG,
+        formatter_class=_RunHelpFormatter,
+    )
+    report.add_argument("--outdir", required=True, help="data root of the processed courses (its tables are only read)")
+    report.add_argument(
+        "--to", metavar="FILE.html", help="where to write the page (default: OUTDIR/cohort/report.html)"
+    )
+    report.set_defaults(func=cmd_report)
 
     receive = sub.add_parser(
         "receive",

@@ -40,7 +40,9 @@ COURSE_ASSETS = (
     "ct_image",
     "custom_structures",
     "dose_grid",
+    "contour_agreement",
     "dvh",
+    "dvh_eqd2",
     "mr_images",
     "radiomics",
     "radiomics_robustness",
@@ -55,12 +57,34 @@ COURSE_ASSETS = (
 COHORT_INPUTS: dict[str, tuple[str, ...]] = {
     "cohort_courses": ("course_manifest",),
     "ingest_report": ("course_manifest", "ct_image", "dose_grid", "structure_masks", "mr_images"),
-    "cohort_dvh_metrics": ("dvh",),
+    "cohort_dvh_metrics": ("dvh", "dvh_eqd2"),
     "cohort_radiomics": ("radiomics",),
+    "cohort_agreement": ("contour_agreement",),
+    "cohort_unmapped_rois": ("radiomics", "dvh"),
     "cohort_radiomics_robustness": ("radiomics_robustness",),
     "cohort_qc": CHECKED_ASSETS,
     "cohort_audit": COURSE_ASSETS,
 }
+
+
+#: cohort tables that give each row its standard name (roi_std): the name mapping is one of their
+#: inputs, recorded like a course asset (``roi_names`` -> ``{<mapping digest>: 0}``), so a changed
+#: mapping makes them, and only them, stale
+NAMED_TABLES = ("cohort_dvh_metrics", "cohort_radiomics", "cohort_unmapped_rois")
+MAPPING_INPUT = "roi_names"
+
+
+def with_mapping(asset: str, ids: dict[str, dict[str, int]], mapping_digest: str) -> dict[str, dict[str, int]]:
+    """``ids`` plus the name mapping's version when ``asset`` is one of :data:`NAMED_TABLES`."""
+    return {**ids, MAPPING_INPUT: {mapping_digest[:16]: 0}} if asset in NAMED_TABLES else ids
+
+
+def current_mapping_digest() -> str:
+    """The digest of the name mapping this code location's settings give."""
+    from rt_assets.config import current_settings
+    from rt_resources.resources import ScienceConfig
+
+    return ScienceConfig(roi_names=current_settings().science.roi_names).name_map().digest
 
 
 def input_ids(instance, assets: tuple[str, ...]) -> dict[str, dict[str, int]]:

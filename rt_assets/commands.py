@@ -70,6 +70,16 @@ def settings_overrides(args: argparse.Namespace, drop: Path, out: Path) -> dict:
     return o
 
 
+def check_site_tables(settings) -> None:
+    """Load the site's structure-name and alpha/beta files now, so that a typo stops the command
+    with the file and line (NamingError, EQD2Error: ValueErrors) instead of failing every course."""
+    from rt_resources.resources import ScienceConfig
+
+    science = ScienceConfig(roi_names=settings.science.roi_names, alpha_beta=settings.science.alpha_beta)
+    science.name_map()
+    science.alpha_beta_table()
+
+
 def cmd_run(args: argparse.Namespace) -> int:
     from rt_assets.headless.run import EXIT_USAGE, RunOptions, execute
     from rt_resources.settings import SettingsError, load_settings
@@ -94,7 +104,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     try:
         settings = load_settings(args.settings, overrides=settings_overrides(args, drop, out))
-    except SettingsError as exc:
+        check_site_tables(settings)
+    except (SettingsError, ValueError) as exc:
         log.error("%s", exc)
         return EXIT_USAGE
     if args.seg_workers and args.seg_workers != 1:
@@ -251,6 +262,26 @@ def cmd_export(args: argparse.Namespace) -> int:
         "(DICOM PS3.15 Annex E Basic Profile; each course's export.json says what was done)"
     )
     return 0 if all(r.ok for r in reports) else 1
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    """One self-contained HTML page about the cohort of a data root; prints the path written."""
+    from rt_resources.report import ReportError, write_report
+
+    out = Path(args.outdir).resolve()
+    to = Path(args.to).resolve() if args.to else None
+    try:
+        summary = write_report(out, to)
+    except ReportError as exc:
+        log.error("%s", exc)
+        return 2
+    except OSError as exc:
+        log.error("cannot write the report: %s", exc)
+        return 2
+    for section, why in summary.why_empty.items():
+        log.info("report section %s is empty: %s", section, why)
+    print(summary.path)
+    return 0
 
 
 def receive_overrides(args: argparse.Namespace) -> dict:

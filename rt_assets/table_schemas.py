@@ -16,9 +16,39 @@ _SOURCE = TableColumn(
     "or mr1/manual (the manual masks on an MR)",
 )
 
+_ROI_STD = TableColumn(
+    "roi_std",
+    "string",
+    description="AAPM TG-263 standard name (e.g. Parotid_L, SpinalCord, PTV_7000); empty when unmapped "
+    "or ambiguous (cohort/unmapped_rois.parquet lists those)",
+)
+_ROI_STD_RULE = TableColumn("roi_std_rule", "string", description="how roi_std was found (exact, synonym, ...)")
+
 
 def _gy(name: str, what: str) -> TableColumn:
     return TableColumn(name, "float", description=f"{what} (Gy)")
+
+
+_EQD2_INFO = [
+    TableColumn("alpha_beta_gy", "float", description="alpha/beta used for the ROI's EQD2 (Gy)"),
+    TableColumn("alpha_beta_source", "string", description="the alpha/beta table entry or default that gave it"),
+    TableColumn("fractions", "string", description="fractions of each treatment phase, e.g. 25+8"),
+    TableColumn("eqd2_reason", "string", description="why the EQD2 columns are empty (plan-sum dose, ...)"),
+]
+_EQD2_METRICS = [
+    _gy(f"{m}_eqd2_gy", f"{what} in EQD2")
+    for m, what in (
+        ("mean", "mean dose"),
+        ("min", "minimum dose"),
+        ("max", "maximum dose"),
+        ("d2", "D2%"),
+        ("d50", "D50%"),
+        ("d95", "D95%"),
+        ("d98", "D98%"),
+        ("d1cc", "D1cc"),
+        ("d0_1cc", "D0.1cc"),
+    )
+]
 
 
 DVH_METRICS = TableSchema(
@@ -48,11 +78,60 @@ DVH_METRICS = TableSchema(
     ]
 )
 
+#: the cohort's DVH metrics: the course columns, the standard name, and the EQD2 columns beside them
+COHORT_DVH_METRICS = TableSchema(
+    columns=DVH_METRICS.columns[:3] + [_ROI_STD, _ROI_STD_RULE] + DVH_METRICS.columns[3:] + _EQD2_INFO + _EQD2_METRICS
+)
+
+DVH_EQD2 = TableSchema(
+    columns=[
+        _COURSE_KEY,
+        _ROI,
+        _SOURCE,
+        TableColumn("method", "string", description="contour or mask, as in dvh_metrics"),
+        _ROI_STD,
+        *_EQD2_INFO,
+        *_EQD2_METRICS,
+    ]
+)
+
+AGREEMENT = TableSchema(
+    columns=[
+        _COURSE_KEY,
+        _ROI_STD,
+        TableColumn("roi_name_manual", "string", description="the manual ROI's name"),
+        TableColumn("roi_name_auto", "string", description="the automatic ROI's name (the model's class)"),
+        TableColumn("source_auto", "string", description="the automatic contour's source (totalseg, a model)"),
+        TableColumn("dice", "float", description="Dice similarity coefficient"),
+        TableColumn("hd95_mm", "float", description="95th percentile Hausdorff distance (mm)"),
+        TableColumn("msd_mm", "float", description="mean symmetric surface distance (mm)"),
+        TableColumn("hd_max_mm", "float", description="Hausdorff distance (mm)"),
+        TableColumn("volume_ratio", "float", description="auto volume / manual volume"),
+        TableColumn("manual_cc", "float", description="manual volume (cm³)"),
+        TableColumn("auto_cc", "float", description="automatic volume (cm³)"),
+        _gy("mean_gy_diff", "Dmean auto - manual"),
+        _gy("d2_gy_diff", "D2% auto - manual"),
+        TableColumn("note", "string", description="e.g. resampled onto the manual grid"),
+    ]
+)
+
+UNMAPPED_ROIS = TableSchema(
+    columns=[
+        _ROI,
+        _SOURCE,
+        TableColumn("n_courses", "int", description="courses with this name"),
+        TableColumn("n_rows", "int", description="rows of the cohort tables with this name"),
+        TableColumn("candidates", "string", description="standard names an ambiguous name could be (; separated)"),
+        TableColumn("reason", "string", description="why it is unmapped (no rule, ambiguous, empty, not ASCII, ...)"),
+    ]
+)
+
 RADIOMICS = TableSchema(
     columns=[
         _COURSE_KEY,
         _ROI,
         _SOURCE,
+        _ROI_STD,
         TableColumn(
             "<feature>",
             "float",

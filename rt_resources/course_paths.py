@@ -15,9 +15,12 @@ MANIFEST = "manifest.json"
 CT = "ct.nii.gz"
 DOSE = "dose.nii.gz"
 DOSE_INFO = "dose.json"
+DOSE_PHASES = "dose_phases"  #: one physical dose per treatment phase (plan), on the total's grid
 MASKS = "masks"
 DVH_METRICS = "dvh_metrics.parquet"
 DVH_CURVES = "dvh_curves.parquet"
+DVH_EQD2 = "dvh_eqd2.parquet"
+AGREEMENT = "agreement.parquet"
 RADIOMICS = "radiomics.parquet"
 RADIOMICS_ROBUSTNESS = "radiomics_robustness.parquet"
 RADIOMICS_PERTURBATIONS = "radiomics_perturbations.parquet"
@@ -76,6 +79,10 @@ class CoursePaths:
         return self.root / DOSE_INFO
 
     @property
+    def dose_phases(self) -> Path:
+        return self.root / DOSE_PHASES
+
+    @property
     def masks_root(self) -> Path:
         return self.root / MASKS
 
@@ -94,6 +101,14 @@ class CoursePaths:
     @property
     def dvh_curves(self) -> Path:
         return self.root / DVH_CURVES
+
+    @property
+    def dvh_eqd2(self) -> Path:
+        return self.root / DVH_EQD2
+
+    @property
+    def agreement(self) -> Path:
+        return self.root / AGREEMENT
 
     @property
     def radiomics(self) -> Path:

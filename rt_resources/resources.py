@@ -290,6 +290,35 @@ class RobustnessConfig(ConfigurableResource):
         return {"perturbations": self.perturbations, "threshold": self.threshold, "seed": self.seed}
 
 
+class ScienceConfig(ConfigurableResource):
+    """Standard structure names (TG-263), alpha/beta for EQD2/BED, and the agreement threshold: the
+    shipped tables, each extended by a site file when one is set."""
+
+    roi_names: str = Field(default="", description="site structure-name mapping YAML (extends the shipped tables)")
+    alpha_beta: str = Field(default="", description="site alpha/beta YAML (extends the shipped table)")
+    agreement_min_dice: float = Field(default=0.7, description="Dice below which the agreement check flags an organ")
+
+    def name_map(self):
+        """The structure-name mapping (:class:`rt_resources.naming.tg263.NameMap`)."""
+        from rt_resources.naming.tg263 import NameMap
+
+        return NameMap.load(Path(self.roi_names) if self.roi_names else None)
+
+    def alpha_beta_table(self):
+        """The alpha/beta table (:class:`rt_resources.dose.eqd2.AlphaBetaTable`)."""
+        from rt_resources.dose.eqd2 import AlphaBetaTable
+
+        return AlphaBetaTable.load(Path(self.alpha_beta) if self.alpha_beta else None)
+
+    def output_config(self) -> dict[str, Any]:
+        """What changes the outputs: the tables' contents (digests), not where the files are."""
+        return {
+            "roi_names_sha256": self.name_map().digest,
+            "alpha_beta_sha256": self.alpha_beta_table().digest,
+            "agreement_min_dice": self.agreement_min_dice,
+        }
+
+
 def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
     """Resource key -> its configuration, from ``settings`` (no secret: the licence is only named)."""
     ts, rad, seg = settings.totalsegmentator, settings.radiomics, settings.segmentation
@@ -336,6 +365,11 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "crop_regions": list(seg.crop_regions),
             "device": ts.device,
         },
+        "science": {
+            "roi_names": settings.science.roi_names,
+            "alpha_beta": settings.science.alpha_beta,
+            "agreement_min_dice": settings.science.agreement_min_dice,
+        },
         "compute": {"workers": settings.cpu_workers()},
         "gpu": {"devices": [str(d) for d in settings.gpu.devices], "per_device": settings.gpu.per_device},
     }
@@ -349,6 +383,7 @@ RESOURCE_TYPES: dict[str, type[ConfigurableResource]] = {
     "robustness_config": RobustnessConfig,
     "segmentation_config": SegmentationConfig,
     "compute": ComputeConfig,
+    "science": ScienceConfig,
     "gpu": GpuConfig,
 }
 

@@ -148,6 +148,23 @@ class SegmentationSettings(_Section):
     crop_regions: list[str] = Field(default_factory=list, description="regions to crop to (default: all found)")
 
 
+class ScienceSettings(_Section):
+    """Cohort science: standard structure names, radiobiology, auto-vs-manual agreement."""
+
+    roi_names: str = Field(
+        default="",
+        description="the site's structure-name mapping YAML, extending the shipped TG-263 and TotalSegmentator "
+        "tables (rt_resources/naming/tg263.py says the format)",
+    )
+    alpha_beta: str = Field(
+        default="",
+        description="the site's alpha/beta YAML, extending the shipped table (rt_resources/dose/data/alpha_beta.yaml)",
+    )
+    agreement_min_dice: float = Field(
+        default=0.7, ge=0, le=1, description="the agreement check flags an organ whose auto contour's Dice is below"
+    )
+
+
 class ReceiveSettings(_Section):
     """The DICOM receiver (``rtpipeline receive``): a C-STORE endpoint that fills the drop folder."""
 
@@ -240,6 +257,7 @@ class Settings(_Section):
     totalsegmentator: TotalSegmentatorSettings = Field(default_factory=TotalSegmentatorSettings)
     radiomics: RadiomicsSettings = Field(default_factory=RadiomicsSettings)
     segmentation: SegmentationSettings = Field(default_factory=SegmentationSettings)
+    science: ScienceSettings = Field(default_factory=ScienceSettings)
     receive: ReceiveSettings = Field(default_factory=ReceiveSettings)
     celery: CelerySettings = Field(default_factory=CelerySettings)
     gpu: GpuSettings = Field(default_factory=GpuSettings)
@@ -293,6 +311,9 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_MODELS_DIR": ("segmentation.models_dir", "path"),
     "RT_CUSTOM_STRUCTURES": ("segmentation.custom_structures", "path"),
     "RT_CROP_REGIONS": ("segmentation.crop_regions", "list"),
+    "RT_ROI_NAMES": ("science.roi_names", "path"),
+    "RT_ALPHA_BETA": ("science.alpha_beta", "path"),
+    "RT_AGREEMENT_MIN_DICE": ("science.agreement_min_dice", "str"),
     "RT_RECEIVE_AE_TITLE": ("receive.ae_title", "str"),
     "RT_RECEIVE_BIND": ("receive.bind", "str"),
     "RT_RECEIVE_PORT": ("receive.port", "str"),

@@ -45,6 +45,7 @@ def course_resources(drop, data_root, totalseg_home) -> dict:
         DicomDrop,
         RadiomicsConfig,
         RobustnessConfig,
+        ScienceConfig,
         SegmentationConfig,
         TotalSegmentator,
     )
@@ -59,6 +60,7 @@ def course_resources(drop, data_root, totalseg_home) -> dict:
         ),
         "robustness_config": RobustnessConfig(),  # off
         "compute": ComputeConfig(workers=1),
+        "science": ScienceConfig(),  # the shipped name and alpha/beta tables
     }
 
 
@@ -106,3 +108,76 @@ class Ticker:
         from rt_assets.constants import COURSE_JOB
 
         return [r for r in result.run_requests or [] if r.job_name == COURSE_JOB]
+
+
+def add_uniform_plan_and_dose(course_folder: Path, dose_gy: float = 50.0, fractions: int = 25) -> Path:
+    """Write an RTPLAN (``fractions`` fractions, prescription ``dose_gy``, referencing the
+    folder's RTSTRUCT) and a PLAN RTDOSE of ``dose_gy`` everywhere on the grid of the folder's CT
+    series (same frame of reference, patient and study) into ``course_folder``: a plan and dose for
+    real data that comes without them (../shared/data/hnscc). Returns the RTDOSE's path."""
+    import numpy as np
+    import pydicom
+    from pydicom.dataset import Dataset, FileDataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, RTDoseStorage, RTPlanStorage, generate_uid
+
+    slices, struct = [], None
+    for f in sorted(Path(course_folder).rglob("*")):
+        if f.is_file():
+            try:
+                ds = pydicom.dcmread(f, stop_before_pixels=True)
+            except Exception:
+                continue
+            if ds.get("Modality") == "CT":
+                slices.append(ds)
+            elif ds.get("Modality") == "RTSTRUCT":
+                struct = ds
+    slices.sort(key=lambda d: float(d.ImagePositionPatient[2]))
+    first = slices[0]
+
+    def new(sop_class: str, modality: str, path: Path) -> FileDataset:
+        meta = FileMetaDataset()
+        meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID = sop_class, generate_uid()
+        meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds = FileDataset(str(path), {}, file_meta=meta, preamble=b"\0" * 128)
+        for keyword in ("PatientID", "PatientName", "StudyInstanceUID", "FrameOfReferenceUID", "StudyDate"):
+            if keyword in first:
+                setattr(ds, keyword, first.data_element(keyword).value)
+        ds.SOPClassUID, ds.SOPInstanceUID = sop_class, meta.MediaStorageSOPInstanceUID
+        ds.SeriesInstanceUID, ds.Modality = generate_uid(), modality
+        return ds
+
+    plan_path = Path(course_folder) / "RTPLAN_uniform.dcm"
+    plan = new(RTPlanStorage, "RTPLAN", plan_path)
+    ref = Dataset()
+    ref.ReferencedSOPClassUID, ref.ReferencedSOPInstanceUID = struct.SOPClassUID, struct.SOPInstanceUID
+    plan.ReferencedStructureSetSequence = [ref]
+    target = Dataset()
+    target.DoseReferenceNumber, target.DoseReferenceType = 1, "TARGET"
+    target.DoseReferenceStructureType, target.TargetPrescriptionDose = "SITE", dose_gy
+    plan.DoseReferenceSequence = [target]
+    group = Dataset()
+    group.FractionGroupNumber, group.NumberOfFractionsPlanned, group.NumberOfBeams = 1, fractions, 0
+    plan.FractionGroupSequence = [group]
+    plan.save_as(plan_path, enforce_file_format=True)
+
+    path = Path(course_folder) / "RTDOSE_uniform.dcm"
+    ds = new(RTDoseStorage, "RTDOSE", path)
+    extent = float(slices[-1].ImagePositionPatient[2]) - float(first.ImagePositionPatient[2])
+    step = extent / (len(slices) - 1)  # a uniform dose grid over the CT (its slices may be uneven)
+    z = [k * step for k in range(len(slices))]
+    ds.ImagePositionPatient, ds.ImageOrientationPatient = first.ImagePositionPatient, first.ImageOrientationPatient
+    ds.PixelSpacing, ds.Rows, ds.Columns = first.PixelSpacing, first.Rows, first.Columns
+    ds.NumberOfFrames, ds.GridFrameOffsetVector = len(slices), [round(v, 4) for v in z]
+    ds.FrameIncrementPointer = pydicom.tag.Tag("GridFrameOffsetVector")
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 32
+    ds.HighBit, ds.PixelRepresentation = 31, 0
+    ds.DoseUnits, ds.DoseType, ds.DoseSummationType = "GY", "PHYSICAL", "PLAN"
+    ds.DoseGridScaling = f"{dose_gy / 1000.0:.6g}"
+    plan_ref = Dataset()
+    plan_ref.ReferencedSOPClassUID, plan_ref.ReferencedSOPInstanceUID = RTPlanStorage, plan.SOPInstanceUID
+    ds.ReferencedRTPlanSequence = [plan_ref]
+    ds.PixelData = np.full((len(slices), first.Rows, first.Columns), 1000, dtype="<u4").tobytes()
+    ds["PixelData"].VR = "OW"
+    ds.save_as(path, enforce_file_format=True)
+    return path

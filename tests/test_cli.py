@@ -116,6 +116,31 @@ def test_outdir_inside_drop_is_refused(drop):
     assert tree_digest(drop) == before
 
 
+def test_site_tables_with_a_typo_stop_the_run_naming_file_and_line(drop, tmp_path):
+    """A site's structure-name or alpha/beta file with a mistake is refused before anything runs
+    (exit 2), with the file and the line, instead of failing every course's step."""
+    write_patient(drop, 0, SMALL)
+    names = tmp_path / "names.yaml"
+    names.write_text("synonyms:\n  SpinalCord: [Myelon]\n  Parotid_Lft: [LPar]\n")
+    proc = run_cli(
+        "run", "--dicom-root", str(drop), "--outdir", str(tmp_path / "out"), env_extra={"RT_ROI_NAMES": str(names)}
+    )
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert str(names) in proc.stderr and "line 3" in proc.stderr and "Parotid_L" in proc.stderr
+    alpha_beta = tmp_path / "ab.yaml"
+    alpha_beta.write_text("organs:\n  SpinalCord: {value: 0, source: typo}\n")
+    proc = run_cli(
+        "run",
+        "--dicom-root",
+        str(drop),
+        "--outdir",
+        str(tmp_path / "out"),
+        env_extra={"RT_ALPHA_BETA": str(alpha_beta)},
+    )
+    assert proc.returncode == 2 and str(alpha_beta) in proc.stderr and "SpinalCord" in proc.stderr, proc.stderr[-2000:]
+    assert not (tmp_path / "out" / "courses").exists()
+
+
 def test_synth_and_doctor(tmp_path):
     proc = run_cli(
         "synth",

@@ -27,6 +27,8 @@ def test_asset_graph_snapshot():
         "radiomics_robustness",
         "mr_images",
         "course_preview",
+        "dvh_eqd2",
+        "contour_agreement",
     }
     cohort_assets = {
         "cohort_courses",
@@ -36,6 +38,8 @@ def test_asset_graph_snapshot():
         "cohort_radiomics_robustness",
         "cohort_qc",
         "cohort_audit",
+        "cohort_agreement",
+        "cohort_unmapped_rois",
     }
     assert set(specs) == course_assets | cohort_assets
     groups = {
@@ -66,7 +70,11 @@ def test_asset_graph_snapshot():
     assert {name for name, node in specs.items() if node.pools} == {"totalseg_inference"}
     assert specs["totalseg_inference"].pools == {"gpu"}
     assert parents["cohort_courses"] == {"course_manifest"}
-    assert parents["cohort_dvh_metrics"] == {"dvh"}
+    assert parents["cohort_dvh_metrics"] == {"dvh", "dvh_eqd2"}
+    assert parents["dvh_eqd2"] == parents["dvh"]  # the same inputs, the phases of dose_grid
+    assert parents["contour_agreement"] == {"structure_masks", "totalseg_masks", "custom_structures", "dvh"}
+    assert parents["cohort_agreement"] == {"contour_agreement"}
+    assert parents["cohort_unmapped_rois"] == {"radiomics", "dvh"}
     assert parents["course_preview"] == {
         "ct_image",
         "structure_masks",

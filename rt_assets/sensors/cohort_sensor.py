@@ -10,7 +10,14 @@ from dagster import (
     sensor,
 )
 
-from rt_assets.cohort_inputs import COHORT_INPUTS, COURSE_ASSETS, input_ids, inputs_digest
+from rt_assets.cohort_inputs import (
+    COHORT_INPUTS,
+    COURSE_ASSETS,
+    current_mapping_digest,
+    input_ids,
+    inputs_digest,
+    with_mapping,
+)
 from rt_assets.config import current_settings
 from rt_assets.constants import COHORT_JOB, TAG_LAUNCHED_BY, UNFINISHED_RUNS
 from rt_assets.jobs import cohort_job
@@ -22,9 +29,13 @@ BUSY = list(UNFINISHED_RUNS)
 
 
 def latest_inputs(instance) -> dict[str, dict[str, dict[str, int]]]:
-    """Cohort table -> the latest storage ids of its inputs, with one query per course asset."""
+    """Cohort table -> the latest storage ids of its inputs, with one query per course asset (and
+    the name mapping's version for the tables that map names)."""
     latest = input_ids(instance, COURSE_ASSETS)
-    return {asset: {a: latest[a] for a in inputs} for asset, inputs in COHORT_INPUTS.items()}
+    mapping = current_mapping_digest()
+    return {
+        asset: with_mapping(asset, {a: latest[a] for a in inputs}, mapping) for asset, inputs in COHORT_INPUTS.items()
+    }
 
 
 def stale_cohort_tables(instance, current_drop_state: str | None, latest: dict | None = None) -> dict[str, str]:

@@ -53,7 +53,23 @@ def dose_info(total: TotalDose, plans: dict[str, PlanInfo]) -> dict:
         ],
         "components": total.components,
         "notes": total.notes,
+        # the treatment phases (one per summed plan) whose doses lie in dose_phases/, for EQD2/BED
+        "phases": [
+            {
+                "file": phase_file(i),
+                "plan_uid": uid,
+                "fractions": plans[uid].fractions if uid in plans else None,
+                "fraction_groups": plans[uid].fraction_groups if uid in plans else None,
+            }
+            for i, (uid, _) in enumerate(total.phases)
+        ],
+        "phases_reason": total.phases_reason,
     }
+
+
+def phase_file(index: int) -> str:
+    """The file of the ``index``-th phase under ``dose_phases/``."""
+    return f"phase-{index + 1}.nii.gz"
 
 
 def read_dose_info(course_dir: Path) -> dict:

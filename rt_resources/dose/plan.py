@@ -14,7 +14,8 @@ class PlanInfo:
     for_uid: str
     prescription_gy: float | None  #: None when the plan states no prescription
     prescription_source: str  #: which tags the prescription came from
-    fractions: int | None
+    fractions: int | None  #: NumberOfFractionsPlanned of the first fraction group
+    fraction_groups: int = 1  #: how many fraction groups the plan has (phases beyond the first are not separated)
     beam_numbers: list[int] = field(default_factory=list)
 
 
@@ -55,5 +56,6 @@ def read_plan(path: Path) -> PlanInfo:
         prescription_gy=rx,
         prescription_source=source,
         fractions=fractions,
+        fraction_groups=len(groups),
         beam_numbers=beams,
     )

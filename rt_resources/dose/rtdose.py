@@ -84,7 +84,8 @@ def read_rtdose(path: Path) -> DoseGrid:
         gaps = np.diff(offsets)
         step = float(np.median(gaps))
         if step <= 0 or np.max(np.abs(gaps - step)) > FRAME_TOLERANCE_MM:
-            raise DoseError(f"{path}: uneven dose frame spacing {sorted(set(np.round(gaps, 3)))} mm")
+            spacings = [float(g) for g in sorted(set(np.round(gaps, 3)))]
+            raise DoseError(f"{path}: uneven dose frame spacing {spacings} mm")
     first = origin + offsets[0] * normal
 
     image = sitk.GetImageFromArray(dose)

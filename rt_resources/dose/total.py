@@ -12,6 +12,10 @@ Rules, in order:
    a grid.
 
 The prescription is the sum of the summed plans' prescriptions (unknown if any is unknown).
+
+The per-plan doses are kept as the course's treatment phases (:attr:`TotalDose.phases`, each on
+the total's grid), for radiobiology that must convert each phase with its own dose per fraction
+(:mod:`rt_resources.dose.eqd2`). A plan-sum dose has no phases: its plans cannot be separated.
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ class TotalDose:
     plans_summed: list[str] = field(default_factory=list)
     components: list[dict] = field(default_factory=list)  #: every RTDOSE, used or not, and why
     notes: list[str] = field(default_factory=list)
+    #: (plan SOP Instance UID, that plan's dose on the total's grid), one per summed plan; empty for a
+    #: plan-sum dose (its phases cannot be separated: ``phases_reason`` says so)
+    phases: list[tuple[str, object]] = field(default_factory=list)
+    phases_reason: str = ""
 
 
 def _component(dose: DoseGrid, used: bool, why: str) -> dict:
@@ -121,7 +129,13 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
         rx, rx_note = _prescription(chosen.ref_plan_uids, plans)
         notes += rx_note
         return TotalDose(
-            chosen.image, f"{chosen.summation_type} dose used as is", rx, chosen.ref_plan_uids, components, notes
+            chosen.image,
+            f"{chosen.summation_type} dose used as is",
+            rx,
+            chosen.ref_plan_uids,
+            components,
+            notes,
+            phases_reason=f"the course's dose is a {chosen.summation_type} dose: its plans' doses cannot be separated",
         )
 
     by_plan: dict[str, list[DoseGrid]] = {}
@@ -174,12 +188,14 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
     rx, rx_note = _prescription(plan_uids, plans)
     notes += rx_note
     if len(per_plan) == 1:
-        return TotalDose(per_plan[0][1], per_plan[0][2], rx, plan_uids, components, notes)
+        uid, image, how = per_plan[0]
+        return TotalDose(image, how, rx, plan_uids, components, notes, phases=[(uid, image)])
     grid = common_grid([im for _, im, _ in per_plan])
     decision = f"{len(per_plan)} plans on the planning CT summed on a common grid: " + "; ".join(
         h for _, _, h in per_plan
     )
-    return TotalDose(_add([im for _, im, _ in per_plan], grid), decision, rx, plan_uids, components, notes)
+    phases = [(uid, resample_onto(im, grid)) for uid, im, _ in per_plan]
+    return TotalDose(_add([im for _, im in phases], grid), decision, rx, plan_uids, components, notes, phases=phases)
 
 
 def _prescription(plan_uids: list[str], plans: dict[str, PlanInfo]) -> tuple[float | None, list[str]]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -96,6 +97,7 @@ def course_dvh(
     prescription_gy: float | None,
     single_plane_mm: float,
     workers: int = 1,
+    select: Callable[[DvhTask], bool] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, list[str]]:
     """``(metrics, curves, notes)`` for the contoured ROIs and every ``masks/<source>/`` except manual.
 
@@ -105,6 +107,8 @@ def course_dvh(
     left out with the error in ``notes``.
     """
     tasks, notes = dvh_tasks(rois, masks_root)
+    if select is not None:
+        tasks = [t for t in tasks if select(t)]
     work = _DvhWork(str(dose_path), float(single_plane_mm))
     outcome = run_pool(
         work,

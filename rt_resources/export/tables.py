@@ -22,8 +22,15 @@ from rt_resources.export.residual import Identifiers
 from rt_resources.export.uids import UidMap
 from rt_resources.fileio import write_atomic, write_parquet_atomic
 
-COURSE_TABLES = ("dvh_metrics.parquet", "dvh_curves.parquet", "radiomics.parquet", "qc.json")
-COHORT_TABLES = ("dvh_metrics.parquet", "radiomics.parquet")
+COURSE_TABLES = (
+    "dvh_metrics.parquet",
+    "dvh_curves.parquet",
+    "dvh_eqd2.parquet",
+    "agreement.parquet",
+    "radiomics.parquet",
+    "qc.json",
+)
+COHORT_TABLES = ("dvh_metrics.parquet", "radiomics.parquet", "agreement.parquet")
 DROPPED_COLUMNS = ("patient_name", "patient_birth_date", "accession_number")
 
 

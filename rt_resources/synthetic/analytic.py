@@ -254,6 +254,8 @@ class AnalyticCourse:
     contour_z: dict[str, list[float]]  # ROI name -> contoured plane z (mm)
     ct_grid: Grid
     dose_grid: Grid
+    #: (plan UID, dose UID, dose scale, fractions) per treatment phase when ``phases`` was given
+    phases: list[tuple[str, str, float, int]] = field(default_factory=list)
 
 
 # ---------------------------------------------------------------------------- cases
@@ -475,6 +477,7 @@ def write_analytic_course(
     rows: int = 128,
     slices: int = 60,
     seed: int = 0,
+    phases: tuple[tuple[float, int], ...] = (),
 ) -> AnalyticCourse:
     """Write one analytic course into ``out_dir`` and return its closed-form DVHs.
 
@@ -483,6 +486,11 @@ def write_analytic_course(
     Deterministic: the same arguments give byte-identical files; UIDs derive from
     (seed, case, geometry, patient position, role) with an "analytic" entropy source,
     so they never collide with ``write_patient``'s.
+
+    ``phases``: ``((scale, fractions), ...)`` writes one RTPLAN and one PLAN RTDOSE per treatment
+    phase instead of the single plan (``RTPLAN_<n>.dcm``, ``RTDOSE_<n>.dcm``): phase n's dose is
+    the case's dose times ``scale`` (uniform case: ``scale`` x 50 Gy), over ``fractions`` fractions;
+    ``expected`` stays the case's single-dose answer (scale it per phase).
     """
     if patient_position not in PATIENT_POSITIONS:
         raise ValueError(f"patient_position must be one of {PATIENT_POSITIONS}")
@@ -536,24 +544,36 @@ def write_analytic_course(
     box = analytic.shapes["Box"]
     assert isinstance(box, BoxShape)
     iso = (sum(box.x_range) / 2.0, sum(box.y_range) / 2.0, 0.0)
-    plan = write_rtplan(ctx, PLAN, struct.sop_instance_uid, struct.roi_numbers["Box"], iso, out_dir / "RTPLAN.dcm")
-    files.append(plan.file.path)
-
     grid = _dose_grid(ct_grid, dose_pixel_mm, patient_position)
-    dose = analytic.dose_fn(*grid.points())
-    scaling_text, scaling = dose_scaling(float(dose.max()))
-    dose_file = write_rtdose(
-        ctx,
-        role="analytic",
-        grid=grid,
-        stored=quantise(dose, scaling),
-        scaling_text=scaling_text,
-        plan_uid=plan.sop_instance_uid,
-        beam_number=None,
-        series_number=PLAN.series_number + 1,
-        path=out_dir / "RTDOSE.dcm",
-    )
-    files.append(dose_file.path)
+    base_dose = analytic.dose_fn(*grid.points())
+    written: list[tuple[str, str, float, int]] = []
+    for n, (scale, fractions) in enumerate(phases or ((1.0, FRACTIONS),), start=1):
+        spec = (
+            PLAN
+            if not phases
+            else PlanSpec(f"phase{n}", f"PHASE{n}", UNIFORM_GY * scale, int(fractions), "Box", series_number=1 + 2 * n)
+        )
+        suffix = f"_{n}" if phases else ""
+        plan = write_rtplan(
+            ctx, spec, struct.sop_instance_uid, struct.roi_numbers["Box"], iso, out_dir / f"RTPLAN{suffix}.dcm"
+        )
+        files.append(plan.file.path)
+        dose = base_dose * float(scale)
+        scaling_text, scaling = dose_scaling(float(dose.max()))
+        dose_file = write_rtdose(
+            ctx,
+            role="analytic" if not phases else f"analytic/phase{n}",
+            grid=grid,
+            stored=quantise(dose, scaling),
+            scaling_text=scaling_text,
+            plan_uid=plan.sop_instance_uid,
+            beam_number=None,
+            series_number=spec.series_number + 1,
+            path=out_dir / f"RTDOSE{suffix}.dcm",
+        )
+        files.append(dose_file.path)
+        written.append((plan.sop_instance_uid, dose_file.sop_instance_uid, float(scale), int(fractions)))
+    plan_uid, dose_uid = written[0][0], written[0][1]
 
     expected: dict[str, ExpectedDVH] = {}
     ideal: dict[str, ExpectedDVH] = {}
@@ -574,8 +594,8 @@ def write_analytic_course(
         ct_series_uid=ct.series_uid,
         frame_of_reference_uid=ctx.frame_of_reference_uid,
         struct_uid=struct.sop_instance_uid,
-        plan_uid=plan.sop_instance_uid,
-        dose_uid=dose_file.sop_instance_uid,
+        plan_uid=plan_uid,
+        dose_uid=dose_uid,
         prescription_gy=PRESCRIPTION_GY,
         fractions=FRACTIONS,
         patient_position=patient_position,
@@ -586,4 +606,5 @@ def write_analytic_course(
         contour_z=contour_z,
         ct_grid=ct_grid,
         dose_grid=grid,
+        phases=written if phases else [],
     )

@@ -158,6 +158,7 @@ def test_roi_names_are_sanitized_for_files_and_exact_in_tables(drop, data_root, 
     manual = data_root / "courses" / key / "masks" / "manual"
     record = next(r for r in json.loads((manual / "rois.json").read_text()) if r["roi_name"] == "../PTV 60/70 (eval)")
     assert record["file"] == "PTV_60_70_eval.nii.gz" and (manual / record["file"]).exists()
-    assert {p.parent for p in data_root.rglob("*.nii.gz")} <= {manual, data_root / "courses" / key}
+    course = data_root / "courses" / key
+    assert {p.parent for p in data_root.rglob("*.nii.gz")} <= {manual, course, course / "dose_phases"}
     metrics = pd.read_parquet(data_root / "courses" / key / "dvh_metrics.parquet")
     assert "../PTV 60/70 (eval)" in set(metrics["roi_name"])

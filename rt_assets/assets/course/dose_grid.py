@@ -6,8 +6,8 @@ from rt_assets.partitions import course_partitions
 from rt_assets.privacy import log_warning, private, scrub_value
 from rt_assets.qc import check_results, check_specs, evaluate, not_evaluated
 from rt_resources.dicom.sop_classes import Kind
-from rt_resources.dose.course import course_total_dose, dose_info
-from rt_resources.fileio import write_atomic, write_json_atomic
+from rt_resources.dose.course import course_total_dose, dose_info, phase_file
+from rt_resources.fileio import replace_dir_atomic, write_atomic, write_json_atomic
 from rt_resources.ingest.refusals import refused_entry, write_refusals
 from rt_resources.provenance import digest_of
 from rt_resources.qc.dose import dose_units
@@ -17,7 +17,7 @@ from rt_resources.resources import DataRoot
 @asset(
     partitions_def=course_partitions,
     deps=["course_manifest"],
-    code_version="3",
+    code_version="4",
     kinds={"nifti"},
     check_specs=check_specs("dose_grid"),
 )
@@ -28,7 +28,8 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
     plans summed on a common grid, doses on another frame of reference never summed. The
     decision and the prescription are in the metadata. A course without a usable dose (no
     RTDOSE, or a RELATIVE one) materializes with has_dose = false and the reason (dose.json
-    says it too): the course's other stages go on, the DVH is skipped and says why."""
+    says it too): the course's other stages go on, the DVH is skipped and says why. Each summed
+    plan's own dose (a treatment phase, on the total's grid) is kept in dose_phases/ for EQD2."""
     import SimpleITK as sitk
 
     course = open_course(context, data_root)
@@ -53,6 +54,7 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
         source_uids={"rtdose_uids": manifest.rtdose_uids, "rtplan_uids": total.plans_summed},
         input_sha256={"rtdose_rtplan_files": digest_of(f.sha256 for f in inputs)},
     )
+    replace_dir_atomic(paths.dose_phases, lambda tmp: _write_phases(total.phases, tmp))
     if total.image is None:
         paths.dose.unlink(missing_ok=True)  # never leave an earlier dose for the DVH
         write_json_atomic(paths.dose_info, info)
@@ -82,7 +84,17 @@ def dose_grid(context: AssetExecutionContext, data_root: DataRoot):
             "size_voxels": MetadataValue.json(list(total.image.GetSize())),
             "spacing_mm": MetadataValue.json([round(v, 4) for v in total.image.GetSpacing()]),
             "components": components,
+            "phases": len(total.phases) or f"none: {total.phases_reason}",
             "notes": MetadataValue.md("\n".join(f"- {n}" for n in total.notes) or "none"),
             **lineage,
         },
     )
+
+
+def _write_phases(phases: list, folder) -> None:
+    """Each phase's physical dose (Gy, float32) as dose_phases/phase-<n>.nii.gz (see dose.json)."""
+    import SimpleITK as sitk
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (_, image) in enumerate(phases):
+        sitk.WriteImage(sitk.Cast(image, sitk.sitkFloat32), str(folder / phase_file(i)), True)
