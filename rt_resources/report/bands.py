@@ -107,8 +107,9 @@ def _interpolate(dose_gy: np.ndarray, volume_pct: np.ndarray, dose_axis: np.ndar
 def dvh_bands(
     curves: pd.DataFrame, metrics: pd.DataFrame | None, min_courses: int = MIN_COURSES
 ) -> tuple[list[Band], str]:
-    """The bands of every structure present in at least ``min_courses`` courses, the most frequent
-    first (then by name), and the labelling note (:func:`structure_labels`).
+    """The bands of every structure present in at least ``min_courses`` courses, the manually
+    contoured ones first, each group the most frequent first (then by name), and the labelling
+    note (:func:`structure_labels`).
 
     ``curves``: course_key, roi_name, source, dose_gy, volume_pct (``dvh_curves.parquet`` rows).
     """
@@ -120,7 +121,9 @@ def dvh_bands(
     chosen = select_curves(labels.keys)
     counts = chosen.groupby("label")["course_key"].nunique()
     kept = counts[counts >= min_courses]
-    order = sorted(kept.index, key=lambda label: (-int(kept[label]), label))
+    # planners' structures first: a label that some course has as a manual contour, then the others
+    manual = set(chosen.loc[chosen["source"] == "manual", "label"])
+    order = sorted(kept.index, key=lambda label: (label not in manual, -int(kept[label]), label))
     rows_of = {label: group for label, group in chosen.groupby("label")}
     positions = curves.groupby(KEY, sort=False).indices
     dose_all = curves["dose_gy"].to_numpy(dtype=float)
