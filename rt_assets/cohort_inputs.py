@@ -84,7 +84,12 @@ def current_mapping_digest() -> str:
     from rt_assets.config import current_settings
     from rt_resources.resources import ScienceConfig
 
-    return ScienceConfig(roi_names=current_settings().science.roi_names).name_map().digest
+    try:
+        return ScienceConfig(roi_names=current_settings().science.roi_names).name_map().digest
+    except (OSError, ValueError) as exc:  # a broken site file: the tables that map names fail, saying why
+        from rt_resources.provenance import digest_of
+
+        return "unreadable-" + digest_of([str(exc)])[:16]
 
 
 def input_ids(instance, assets: tuple[str, ...]) -> dict[str, dict[str, int]]:

@@ -305,10 +305,14 @@ class ScienceConfig(ConfigurableResource):
         return NameMap.load(Path(self.roi_names) if self.roi_names else None)
 
     def alpha_beta_table(self):
-        """The alpha/beta table (:class:`rt_resources.dose.eqd2.AlphaBetaTable`)."""
-        from rt_resources.dose.eqd2 import AlphaBetaTable
+        """The alpha/beta table (:class:`rt_resources.dose.eqd2.AlphaBetaTable`); a site file's
+        names must be standard names of the mapping (a typo would never match a ROI)."""
+        from rt_resources.dose.eqd2 import AlphaBetaTable, check_site_names
 
-        return AlphaBetaTable.load(Path(self.alpha_beta) if self.alpha_beta else None)
+        table = AlphaBetaTable.load(Path(self.alpha_beta) if self.alpha_beta else None)
+        if self.alpha_beta:
+            check_site_names(table, Path(self.alpha_beta), self.name_map())
+        return table
 
     def output_config(self) -> dict[str, Any]:
         """What changes the outputs: the tables' contents (digests), not where the files are."""

@@ -32,6 +32,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -44,7 +45,10 @@ if TYPE_CHECKING:
     import SimpleITK as sitk
 
 SHIPPED_TABLE = Path(__file__).resolve().parent / "data" / "alpha_beta.yaml"
-TARGET_PREFIXES = ("GTV", "CTV", "ITV", "PTV")  #: TG-263 target types; a ROI whose name starts so is a target
+TARGET_PREFIXES = ("GTV", "CTV", "ITV", "IGTV", "PTV")  #: TG-263 target types; a name starting so is a target
+#: the TG-263 decorations of a structure derived from an organ (planning risk volume with its margin,
+#: optimization and evaluation copies): it takes the organ's alpha/beta
+_DERIVED = re.compile(r"^z(?=[A-Z])|_PRV\d*$|_opt$|_eval$")
 
 _DEFAULT_LABELS = {
     "tumour": "tumour",
@@ -164,8 +168,17 @@ def bed(phases: list[Phase], alpha_beta_gy: float) -> sitk.Image:
 
 
 def is_target(name: str | None) -> bool:
-    """A ROI name of a target volume: starts with GTV, CTV, ITV or PTV, any case (TG-263)."""
+    """A ROI name of a target volume: starts with GTV, CTV, ITV, IGTV or PTV, any case (TG-263)."""
     return bool(name) and name.strip().upper().startswith(TARGET_PREFIXES)
+
+
+def base_structure(roi_std: str) -> str:
+    """The organ a TG-263 derived structure is made from (``SpinalCord_PRV05`` -> ``SpinalCord``,
+    ``zParotid_L_opt`` -> ``Parotid_L``); the name itself otherwise."""
+    previous = None
+    while previous != roi_std:
+        previous, roi_std = roi_std, _DERIVED.sub("", roi_std)
+    return roi_std
 
 
 def _node_line(root, path: tuple[str, ...]) -> int | None:
@@ -238,6 +251,10 @@ class AlphaBetaTable:
             if name is not None:
                 entry = self.entries[name]
                 return AlphaBeta(entry.value_gy, entry.source)
+            organ = base_structure(roi_std)
+            if organ != roi_std:  # a PRV, optimization or evaluation copy: its organ's alpha/beta
+                found = self.lookup(organ)
+                return AlphaBeta(found.value_gy, f"{found.source} (the organ of {roi_std})")
             if is_target(roi_std):
                 return AlphaBeta(self.defaults["tumour"].value_gy, self.defaults["tumour"].source)
         elif is_target(roi_name):
@@ -245,6 +262,27 @@ class AlphaBetaTable:
             return AlphaBeta(tumour.value_gy, f"{tumour.source} (ROI {roi_name!r} has no TG-263 name; a target name)")
         late = self.defaults["normal_tissue_late"]
         return AlphaBeta(late.value_gy, late.source)
+
+
+def check_site_names(table: AlphaBetaTable, path: Path, name_map) -> None:
+    """Refuse an entry of the site file ``path`` whose name is not a standard name of ``name_map``
+    (:class:`rt_resources.naming.tg263.NameMap`): it would never match a ROI. A target must be
+    written as the mapping writes it (``PTV_7000``, not ``PTV70``)."""
+    import difflib
+
+    label = f"site file {Path(path).name}: "
+    for name, entry in table.entries.items():
+        if not entry.source.startswith(label):
+            continue
+        std = name_map.standardize(name).roi_std
+        if std == name:  # the mapping's own form: a TG-263 name, a target, a PRV or opt/eval copy
+            continue
+        if std is not None and std != name:
+            hint = f"write it as {std}"
+        else:
+            close = difflib.get_close_matches(name, sorted(name_map.standard_names), n=3)
+            hint = f"did you mean {', '.join(close)}?" if close else "use a TG-263 name (rt_resources/naming/data)"
+        raise EQD2Error(f"{path}: {name!r} is not a standard structure name, so it would match no ROI; {hint}")
 
 
 def _read_into(path: Path, label: str, defaults: dict, entries: dict, shipped: bool) -> None:

@@ -157,7 +157,11 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
             per_plan.append((plan_uid, plan_doses[0].image, f"PLAN dose of {label}"))
         elif beam_doses:
             components += [_component(d, True, f"BEAM dose of {label}, summed") for d in beam_doses]
-            components += [_component(d, False, f"{label} uses its BEAM doses") for d in group if d not in beam_doses]
+            components += [  # by identity: == would compare the images (and fail on other grids)
+                _component(d, False, f"{label} uses its BEAM doses")
+                for d in group
+                if all(d is not b for b in beam_doses)
+            ]
             image = _add([d.image for d in beam_doses], beam_doses[0].image)
             covered = sorted({b for d in beam_doses for b in d.ref_beam_numbers})
             if plan and plan.beam_numbers and covered and set(plan.beam_numbers) - set(covered):
@@ -186,16 +190,27 @@ def total_dose(doses: list[DoseGrid], plans: dict[str, PlanInfo], course_for_uid
 
     plan_uids = [p for p, _, _ in per_plan]
     rx, rx_note = _prescription(plan_uids, plans)
+    summed = sorted((d for d in usable if len(d.ref_plan_uids) > 1), key=lambda d: d.sop_instance_uid)
+    phases_reason = (
+        f"RTDOSE {summed[0].sop_instance_uid} references {len(summed[0].ref_plan_uids)} plans: "
+        "a sum whose phases cannot be separated"
+        if summed
+        else ""
+    )
     notes += rx_note
     if len(per_plan) == 1:
         uid, image, how = per_plan[0]
-        return TotalDose(image, how, rx, plan_uids, components, notes, phases=[(uid, image)])
+        phases = [] if phases_reason else [(uid, image)]
+        return TotalDose(image, how, rx, plan_uids, components, notes, phases=phases, phases_reason=phases_reason)
     grid = common_grid([im for _, im, _ in per_plan])
     decision = f"{len(per_plan)} plans on the planning CT summed on a common grid: " + "; ".join(
         h for _, _, h in per_plan
     )
     phases = [(uid, resample_onto(im, grid)) for uid, im, _ in per_plan]
-    return TotalDose(_add([im for _, im in phases], grid), decision, rx, plan_uids, components, notes, phases=phases)
+    total = _add([im for _, im in phases], grid)
+    if phases_reason:
+        phases = []
+    return TotalDose(total, decision, rx, plan_uids, components, notes, phases=phases, phases_reason=phases_reason)
 
 
 def _prescription(plan_uids: list[str], plans: dict[str, PlanInfo]) -> tuple[float | None, list[str]]:

@@ -149,18 +149,31 @@ def summary_table(table: pd.DataFrame, n: int = 30) -> str:
 
 def with_eqd2(metrics: pd.DataFrame, eqd2: pd.DataFrame | None) -> pd.DataFrame:
     """The physical DVH rows with their EQD2 columns beside them (joined on course, ROI and
-    source); rows without an EQD2 row get empty EQD2 columns and say why in ``eqd2_reason``."""
+    source); rows without an EQD2 row get empty EQD2 columns and say why in ``eqd2_reason``.
+
+    ``metrics`` carries the current standard names (``roi_std``); an EQD2 row computed under another
+    name mapping (its own ``roi_std`` differs, so its alpha/beta may be another structure's) is not
+    used until the course's dvh_eqd2 runs again."""
     extra = INFO_COLUMNS + list(EQD2_COLUMNS.values())
-    if eqd2 is None or not len(eqd2):
-        out = metrics.copy()
-        for c in extra:
-            out[c] = np.nan if c not in ("alpha_beta_source", "fractions", "eqd2_reason") else ""
-        out["eqd2_reason"] = "no EQD2 table for the course" if len(out) else out.get("eqd2_reason", "")
-        return out
+    text = ("alpha_beta_source", "fractions", "eqd2_reason")
     keys = ["course_key", "roi_name", "source"]
-    out = metrics.merge(eqd2[keys + extra], on=keys, how="left")
+    out = metrics.copy()
+    if eqd2 is None or not len(eqd2) or not len(out) or not set(keys) <= set(out.columns):
+        for c in extra:
+            out[c] = pd.Series("" if c in text else np.nan, index=out.index, dtype=object if c in text else float)
+        out["eqd2_reason"] = "no EQD2 table for the course"
+        return out
+    joined = eqd2[keys + extra + ["roi_std"]].rename(columns={"roi_std": "_eqd2_roi_std"})
+    out = out.merge(joined, on=keys, how="left")
     missing = out["alpha_beta_source"].isna()
     out.loc[missing, "eqd2_reason"] = "no EQD2 row (the course's dvh_eqd2 has not run since)"
-    for c in ("alpha_beta_source", "fractions", "eqd2_reason"):
+    if "roi_std" in out.columns:
+        renamed = ~missing & (out["roi_std"].fillna("") != out["_eqd2_roi_std"].fillna(""))
+        for c in extra:
+            if c not in text:
+                out.loc[renamed, c] = np.nan
+        out.loc[renamed, ["alpha_beta_source", "fractions"]] = ""
+        out.loc[renamed, "eqd2_reason"] = "the structure name mapping changed since its EQD2: run dvh_eqd2 again"
+    for c in text:
         out[c] = out[c].fillna("")
-    return out
+    return out.drop(columns="_eqd2_roi_std")

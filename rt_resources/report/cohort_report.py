@@ -67,7 +67,7 @@ def page(sections: list[Section], *, outdir: Path, n_courses: int, generated_at:
     nav = " ".join(f'<a href="#{esc(s.id)}"{"" if s.filled else " class=empty"}>{esc(s.title)}</a>' for s in sections)
     meta = {
         "generated": generated_at.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC"),
-        "data root": str(outdir),
+        "data root": outdir.name,  # its name only: the page is for sharing, the folders above may name people
         "courses": str(n_courses),
         "rtpipeline": version,
     }

@@ -379,11 +379,30 @@ def _path_literals(frame: pd.DataFrame) -> list[tuple[str, str]]:
     return sorted(literals.items(), key=lambda kv: len(kv[0]), reverse=True)
 
 
+#: reasons that name other files of the drop (rt_resources/ingest/linking.py): the kept copy of a
+#: duplicate, the files of a conflict; paths may hold spaces, so they are found by these frames
+_NAMED_FILES = (
+    re.compile(r"(?<=duplicate of )(.+?)(?= \(same SOP Instance UID)"),
+    re.compile(r"(?<=with different content \()(.+?)(?=\); none is used)"),
+)
+#: a path-like token that is left (no space in it): never shown
+_PATH_TOKEN = re.compile(r"[^\s'\"()\[\],;]*/[^\s'\"()\[\],;]*")
+OTHER_FILE = "<a file of the drop>"
+
+
 def _scrub(text: str, literals: list[tuple[str, str]]) -> str:
+    """``text`` with every drop path as its file id (a file of the table) or as OTHER_FILE."""
+    ids = dict(literals)
+
+    def named(match: re.Match) -> str:
+        return ", ".join(ids.get(p, OTHER_FILE) for p in match.group(1).split(", "))
+
+    for frame in _NAMED_FILES:
+        text = frame.sub(named, text)
     for literal, fid in literals:
         if literal in text:
             text = text.replace(literal, fid)
-    return text
+    return _PATH_TOKEN.sub(lambda m: m.group(0) if m.group(0).startswith("<drop>/") else OTHER_FILE, text)
 
 
 def unused_section(tables: CohortTables) -> Section:

@@ -222,3 +222,47 @@ def test_a_changed_mapping_makes_only_the_naming_cohort_tables_stale(drop, data_
         assert "cohort_dvh_metrics" in stale and "cohort_agreement" not in stale  # only the table that maps names
     finally:
         use_settings(None)
+
+
+def test_an_eqd2_row_of_another_mapping_is_not_joined():
+    """The cohort joins a course's EQD2 only where it was computed under the current standard name
+    (its alpha/beta depends on it); otherwise the columns are empty and the reason says why."""
+    from rt_resources.dvh.eqd2 import with_eqd2
+
+    ids = {"course_key": ["c-1", "c-1"], "roi_name": ["Box", "Cyl"], "source": ["manual", "manual"]}
+    metrics = pd.DataFrame({**ids, "roi_std": ["SpinalCord", None], "mean_gy": [70.0, 70.0]})
+    eqd2 = pd.DataFrame(
+        {
+            **ids,
+            "method": "contour",
+            "roi_std": [None, None],  # computed before Box was mapped to SpinalCord
+            "alpha_beta_gy": [3.0, 3.0],
+            "alpha_beta_source": ["default: normal tissue (late)"] * 2,
+            "fractions": ["25+8"] * 2,
+            "eqd2_reason": ["", ""],
+            **{c: [72.0, 72.0] for c in ("mean_eqd2_gy", "min_eqd2_gy", "max_eqd2_gy", "d2_eqd2_gy", "d50_eqd2_gy")},
+            **{c: [72.0, 72.0] for c in ("d95_eqd2_gy", "d98_eqd2_gy", "d1cc_eqd2_gy", "d0_1cc_eqd2_gy")},
+        }
+    )
+    out = with_eqd2(metrics, eqd2).set_index("roi_name")
+    assert len(out) == 2 and out.loc["Cyl", "mean_eqd2_gy"] == 72.0 and out.loc["Cyl", "eqd2_reason"] == ""
+    assert np.isnan(out.loc["Box", "mean_eqd2_gy"]) and "mapping changed" in out.loc["Box", "eqd2_reason"]
+    empty = with_eqd2(metrics.iloc[:0], eqd2)
+    assert len(empty) == 0 and "mean_eqd2_gy" in empty.columns
+
+
+def test_a_site_alpha_beta_name_that_matches_no_structure_is_refused(tmp_path):
+    """A typo in a site alpha/beta file would silently never apply: refused with the fix."""
+    for text, hint in (
+        ("organs:\n  SpinalChord: 1.5\n", "did you mean SpinalCord"),
+        ("targets:\n  PTV70: 1.5\n", "write it as PTV_7000"),
+    ):
+        path = tmp_path / "ab.yaml"
+        path.write_text(text)
+        with pytest.raises(ValueError, match=hint) as err:
+            ScienceConfig(alpha_beta=str(path)).alpha_beta_table()
+        assert str(path) in str(err.value)
+    path.write_text("targets:\n  PTV_7000: 1.5\norgans:\n  SpinalCord_PRV05: 1.8\n")
+    table = ScienceConfig(alpha_beta=str(path)).alpha_beta_table()
+    assert table.lookup("PTV_7000").value_gy == 1.5 and table.lookup("SpinalCord_PRV05").value_gy == 1.8
+    assert table.lookup("IGTV").value_gy == 10.0 and table.lookup("Brainstem_PRV03").value_gy == 2.0

@@ -1,6 +1,7 @@
 """RTDOSE in Gy with DoseGridScaling applied once, and the rules of a course's total dose."""
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -111,3 +112,56 @@ def test_prescription_falls_back_to_fraction_group(drop, tmp_path):
     assert plan.prescription_gy == pytest.approx(60.0)
     assert "BeamDose" in plan.prescription_source
     assert read_plan(files(course, "RTPLAN")[0]).prescription_source.startswith("DoseReferenceSequence")
+
+
+def _grid(value: float, uid: str, plans: list[str], kind: str = "PLAN", origin=(0.0, 0.0, 0.0), spacing=2.5, beam=None):
+    import SimpleITK as sitk
+
+    from rt_resources.dose.rtdose import DoseGrid
+
+    image = sitk.Image([20, 16, 12], sitk.sitkFloat64)
+    image.SetOrigin(origin)
+    image.SetSpacing([spacing] * 3)
+    image += value
+    return DoseGrid(image, uid, kind, "PHYSICAL", "1.2.3", plans, [beam] if beam else [], Path(f"{uid}.dcm"))
+
+
+def test_treatment_phases_lie_on_the_total_grid_and_sum_to_it():
+    """Each summed plan's dose is kept as a phase on the total's grid (for EQD2): on plans with
+    different grids the phases add up to the total exactly; one plan is its own phase; a plan-sum
+    dose, or a dose referencing two plans, has none and says why."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from rt_resources.dose.plan import PlanInfo
+    from rt_resources.dose.total import same_grid, total_dose
+
+    plans = {u: PlanInfo(u, "1.2.3", 10.0, 5, "test") for u in ("p1", "p2")}
+    primary = _grid(50.0, "d1", ["p1"])
+    boost = _grid(20.0, "d2", ["p2"], origin=(7.3, -4.1, 2.0), spacing=2.0)
+    total = total_dose([primary, boost], plans, "1.2.3")
+    assert [uid for uid, _ in total.phases] == ["p1", "p2"] and total.phases_reason == ""
+    assert all(same_grid(image, total.image) for _, image in total.phases)
+    summed = sum(sitk.GetArrayFromImage(image) for _, image in total.phases)
+    assert np.array_equal(summed, sitk.GetArrayFromImage(total.image))
+
+    single = total_dose([primary], plans, "1.2.3")
+    assert len(single.phases) == 1 and single.phases[0][1] is single.image
+
+    plan_sum = total_dose([_grid(70.0, "d3", ["p1", "p2"], kind="MULTI_PLAN")], plans, "1.2.3")
+    assert plan_sum.image is not None and plan_sum.phases == [] and "MULTI_PLAN" in plan_sum.phases_reason
+    mislabelled = total_dose([_grid(70.0, "d4", ["p1", "p2"])], plans, "1.2.3")  # a PLAN dose of two plans
+    assert mislabelled.phases == [] and "references 2 plans" in mislabelled.phases_reason
+
+
+def test_beam_doses_on_different_grids_do_not_break_the_total():
+    """Regression: the used/unused bookkeeping compared BEAM doses with ==, which compares their
+    images and raised on beams of different grids."""
+    from rt_resources.dose.plan import PlanInfo
+    from rt_resources.dose.total import total_dose
+
+    plans = {"p1": PlanInfo("p1", "1.2.3", 10.0, 5, "test", beam_numbers=[1, 2])}
+    beams = [_grid(4.0, "b1", ["p1"], kind="BEAM", beam=1), _grid(6.0, "b2", ["p1"], "BEAM", (5.0, 0, 0), 2.0, 2)]
+    total = total_dose(beams, plans, "1.2.3")
+    assert total.image is not None and len(total.phases) == 1
+    assert all(c["used"] for c in total.components)

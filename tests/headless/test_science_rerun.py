@@ -26,6 +26,7 @@ def test_a_changed_name_mapping_reruns_only_the_tables_that_use_it(drop, tmp_pat
     instance = instance_of(out)
     dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet").set_index("roi_name")
     assert pd.isna(dvh.loc["PTV_boost", "roi_std"]) and dvh.loc["Lung_L", "roi_std"] == "Lung_L"
+    assert "has no TG-263 name" in dvh.loc["PTV_boost", "alpha_beta_source"]
     assert "PTV_boost" in set(pd.read_parquet(out / "cohort" / "unmapped_rois.parquet")["roi_name"])
     before = {a: materializations(instance, a) for a in ("dvh", "radiomics", "dvh_eqd2", "contour_agreement")}
     n_course_runs = len(runs_of(instance, "course_job"))
@@ -43,7 +44,10 @@ def test_a_changed_name_mapping_reruns_only_the_tables_that_use_it(drop, tmp_pat
     dvh = pd.read_parquet(out / "cohort" / "dvh_metrics.parquet").set_index("roi_name")
     assert dvh.loc["PTV_boost", "roi_std"] == "PTV_High" and dvh.loc["PTV_boost", "roi_std_rule"] == "site"
     assert "PTV_boost" not in set(pd.read_parquet(out / "cohort" / "unmapped_rois.parquet")["roi_name"])
-    assert dvh.loc["PTV_boost", "alpha_beta_gy"] == 10.0  # a target: the tumour default
+    # its alpha/beta chosen again, now by its standard name: a target, the tumour default
+    assert (
+        dvh.loc["PTV_boost", "alpha_beta_gy"] == 10.0 and dvh.loc["PTV_boost", "alpha_beta_source"] == "default: tumour"
+    )
 
     again = run_cli("run", "--dicom-root", str(drop), "--outdir", str(out), env=cli_env(RT_ROI_NAMES=str(names)))
     assert again.returncode == 0 and "0 processed, 1 unchanged" in again.stdout, again.stdout

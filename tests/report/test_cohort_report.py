@@ -232,7 +232,8 @@ def test_every_section_filled_and_nothing_identifying(fake_out, monkeypatch):
     assert all(h.startswith("#") for h in re.findall(r'href="([^"]*)"', text))
 
     header = re.search(r"<header>.*?</header>", text, re.S).group(0)
-    assert str(fake_out.resolve()) in header and "<dd>3</dd>" in header and " UTC" in header
+    assert "<dd>out</dd>" in header and str(fake_out.parent) not in header  # the folder name only
+    assert "<dd>3</dd>" in header and " UTC" in header
     from importlib.metadata import version
 
     assert version("rtpipeline") in header
@@ -342,3 +343,31 @@ def test_cli(fake_out, tmp_path):
     proc = _cli("--outdir", str(empty))
     assert proc.returncode == 2 and proc.stdout == ""
     assert str(empty / "cohort") in proc.stderr and "no cohort tables" in proc.stderr
+
+
+def test_no_drop_path_in_the_page_even_of_files_the_table_does_not_list(tmp_path):
+    """The linker names the kept copy of a duplicate and the files of a conflict in its reasons:
+    those paths (patient-named folders, with spaces) never reach the page, nor the folders above
+    the data root."""
+    import pandas as pd
+
+    out = write_fake_outdir(tmp_path / "DOE^JANE study" / "out")
+    ingest = pd.DataFrame(
+        {
+            "file_id": ["f-aaaaaaaaaaaa", "f-bbbbbbbbbbbb"],
+            "path": ["Doe Jane/ct/1-1.dcm", "Roe Richard/ct/x.dcm"],
+            "reason": [
+                "duplicate of Doe Jane/first copy/1-1.dcm (same SOP Instance UID, identical content)",
+                "SOP Instance UID 1.2.3.4.5 is in 2 files with different content (Roe Richard/ct/x.dcm, "
+                "Roe Richard/old export/x.dcm); none is used until the conflict is resolved",
+            ],
+            "kind": ["CT", "CT"],
+            "course_key": ["", ""],
+            "stage": ["", ""],
+        }
+    )
+    ingest.to_parquet(out / "cohort" / "ingest_report.parquet")
+    html = write_report(out, tmp_path / "r.html").path.read_text()
+    for leak in ("Doe", "Jane", "Roe Richard", "first copy", "old export", "DOE^JANE"):
+        assert leak not in html, leak
+    assert "f-bbbbbbbbbbbb" in html and "&lt;a file of the drop&gt;" in html

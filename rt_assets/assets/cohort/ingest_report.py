@@ -42,8 +42,13 @@ def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_dro
     table = table[COLUMNS].sort_values(["course_key", "stage", "path"], ignore_index=True)
     path = write_parquet_atomic(data_root.cohort_dir() / "ingest_report.parquet", table)
     paths = list(table["path"])
+    # every file of the drop is a literal: a reason may name another file (the copy a duplicate
+    # duplicates, the files of a conflict), whose path must not reach the UI either
     scrubber = Scrubber(
-        secret, dicom_drop.root, paths, DropIndex(data_root.state(), dicom_drop.root).identifiers(paths)
+        secret,
+        dicom_drop.root,
+        [e.path for e in survey.scan.entries],
+        DropIndex(data_root.state(), dicom_drop.root).identifiers(paths),
     )
     shown = table.drop(columns=["path"]).head(50).assign(reason=lambda t: t["reason"].map(scrubber.text))
     return MaterializeResult(
