@@ -49,16 +49,33 @@ def prepare_home(home: Path) -> Path:
             "queue live there. Point DAGSTER_HOME at a writable folder, or unset it to use <outdir>/.dagster."
         ) from exc
     config = home / "dagster.yaml"
-    if not config.exists():
-        config.write_text(PROJECT_DAGSTER_YAML.read_text())
+    if not config.exists():  # whole or not at all: another process may open the instance at once
+        tmp = config.with_name(f".dagster.yaml.{uuid.uuid4().hex[:8]}.tmp")
+        tmp.write_text(PROJECT_DAGSTER_YAML.read_text())
+        os.replace(tmp, config)
     return home
 
 
+INIT_LOCK = ".rtpipeline-init.lock"
+
+
 def open_instance(home: Path):
-    """The Dagster instance of ``home`` (its dagster.yaml), without touching the environment."""
+    """The Dagster instance of ``home`` (its dagster.yaml), without touching the environment.
+
+    Opening a new SQLite instance creates its storages and stamps their schema versions; two
+    processes doing that at once (the CLI, and a UI or a script opening the same folder) can stamp a
+    version twice ("alembic_version has more than one head"), which breaks the instance for good.
+    So the opening is serialized by a lock file in the home (held only while the storages open)."""
     from dagster import DagsterInstance
 
-    return DagsterInstance.from_config(str(home))
+    home = Path(home)
+    try:
+        lock = open(home / INIT_LOCK, "a")
+    except OSError:  # a home this user may only read: nothing to create there, nothing to serialize
+        return DagsterInstance.from_config(str(home))
+    with lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return DagsterInstance.from_config(str(home))
 
 
 class DataRootLock:
