@@ -252,12 +252,19 @@ def main() -> None:
         if 1 in parts:
             # the course's total with one radiomics line: the default policy's where it ran, else the full set's
             default = any(r["asset"] == "radiomics" for r in rows)
+            full = any(r["asset"] == "radiomics (full)" for r in rows)
             counted = "radiomics" if default else "radiomics (full)"
             course_cpu = sum(
                 r["cpu_s"] for r in rows if not r["asset"].startswith("radiomics") or r["asset"] == counted
             )
             gpu_cpu = next(r for r in rows if r["asset"] == "totalseg_inference")["cpu_s"]
-            which = "default radiomics policy" if default else "the full radiomics set on every ROI"
+            which = (
+                "default radiomics policy"
+                if default
+                else "the full radiomics set on every ROI"
+                if full
+                else "without radiomics (--radiomics-policies none)"
+            )
             print(f"  total: {course_cpu:.0f} core-s per course ({which})")
             cpu_other = course_cpu - gpu_cpu
             per_day_gpu = 86400 / args.inference_s
