@@ -37,6 +37,7 @@ HALF_RES = ["--rows", "48", "--slices", "24", "--pixel-mm", "10", "--slice-mm", 
 
 pytestmark = [
     pytest.mark.cluster,
+    pytest.mark.timeout(1800),  # the hang guard, beyond the module's service start-up and courses
     pytest.mark.skipif(
         (not (PG_BIN / "initdb").exists() or not shutil.which("redis-server"))
         and not os.environ.get("RT_REQUIRE_SERVICES"),

@@ -49,6 +49,7 @@ def _covered(data) -> dict[str, int]:
 
 
 @pytest.mark.load
+@pytest.mark.timeout(2400)  # the hang guard: 20 courses through the sensor take 7-11 min on 2 cores
 def test_twenty_courses_in_three_batches_through_the_sensor(tmp_path):
     ts_home = tmp_path / "totalseg_home"
     build_tiny_totalseg_model(ts_home, "total_fast")
