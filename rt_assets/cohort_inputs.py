@@ -82,10 +82,10 @@ def with_mapping(asset: str, ids: dict[str, dict[str, int]], mapping_digest: str
 def current_mapping_digest() -> str:
     """The digest of the name mapping this code location's settings give."""
     from rt_assets.config import current_settings
-    from rt_resources.resources import ScienceConfig
+    from rt_resources.resources import science_config
 
     try:
-        return ScienceConfig(roi_names=current_settings().science.roi_names).name_map().digest
+        return science_config(current_settings()).name_map().digest
     except (OSError, ValueError) as exc:  # a broken site file: the tables that map names fail, saying why
         from rt_resources.provenance import digest_of
 

@@ -73,9 +73,9 @@ def settings_overrides(args: argparse.Namespace, drop: Path, out: Path) -> dict:
 def check_site_tables(settings) -> None:
     """Load the site's structure-name and alpha/beta files now, so that a typo stops the command
     with the file and line (NamingError, EQD2Error: ValueErrors) instead of failing every course."""
-    from rt_resources.resources import ScienceConfig
+    from rt_resources.resources import science_config
 
-    science = ScienceConfig(roi_names=settings.science.roi_names, alpha_beta=settings.science.alpha_beta)
+    science = science_config(settings)
     science.name_map()
     science.alpha_beta_table()
 

@@ -8,6 +8,7 @@ it used (:func:`effective_config`), so an audit shows the parameters behind a nu
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Any
 
@@ -299,20 +300,16 @@ class ScienceConfig(ConfigurableResource):
     agreement_min_dice: float = Field(default=0.7, description="Dice below which the agreement check flags an organ")
 
     def name_map(self):
-        """The structure-name mapping (:class:`rt_resources.naming.tg263.NameMap`)."""
-        from rt_resources.naming.tg263 import NameMap
-
-        return NameMap.load(Path(self.roi_names) if self.roi_names else None)
+        """The structure-name mapping (:class:`rt_resources.naming.tg263.NameMap`), read once per
+        version of the site file (a step asks for it in its body and again for its lineage)."""
+        return _name_map(self.roi_names, _file_stamp(self.roi_names))
 
     def alpha_beta_table(self):
         """The alpha/beta table (:class:`rt_resources.dose.eqd2.AlphaBetaTable`); a site file's
         names must be standard names of the mapping (a typo would never match a ROI)."""
-        from rt_resources.dose.eqd2 import AlphaBetaTable, check_site_names
-
-        table = AlphaBetaTable.load(Path(self.alpha_beta) if self.alpha_beta else None)
-        if self.alpha_beta:
-            check_site_names(table, Path(self.alpha_beta), self.name_map())
-        return table
+        return _alpha_beta_table(
+            self.alpha_beta, _file_stamp(self.alpha_beta), self.roi_names, _file_stamp(self.roi_names)
+        )
 
     def output_config(self) -> dict[str, Any]:
         """What changes the outputs: the tables' contents (digests), not where the files are."""
@@ -321,6 +318,37 @@ class ScienceConfig(ConfigurableResource):
             "alpha_beta_sha256": self.alpha_beta_table().digest,
             "agreement_min_dice": self.agreement_min_dice,
         }
+
+
+def _file_stamp(path: str) -> tuple[int, int]:
+    """(mtime_ns, size) of a site file, (0, 0) when none is set or it is missing (loading says so)."""
+    try:
+        st = Path(path).stat() if path else None
+    except OSError:
+        return (0, 0)
+    return (st.st_mtime_ns, st.st_size) if st else (0, 0)
+
+
+@functools.lru_cache(maxsize=8)
+def _name_map(path: str, stamp: tuple[int, int]):
+    from rt_resources.naming.tg263 import NameMap
+
+    return NameMap.load(Path(path) if path else None)
+
+
+@functools.lru_cache(maxsize=8)
+def _alpha_beta_table(path: str, stamp: tuple[int, int], names_path: str, names_stamp: tuple[int, int]):
+    from rt_resources.dose.eqd2 import AlphaBetaTable, check_site_names
+
+    table = AlphaBetaTable.load(Path(path) if path else None)
+    if path:
+        check_site_names(table, Path(path), _name_map(names_path, names_stamp))
+    return table
+
+
+def science_config(settings: Settings) -> ScienceConfig:
+    """The science resource of ``settings`` (its site tables are loaded on use)."""
+    return ScienceConfig(**resource_configs(settings)["science"])
 
 
 def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
