@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from dagster import DagsterEventType, RunsFilter
@@ -85,3 +89,66 @@ def inference_intervals(instance, asset: str = "totalseg_inference") -> list[dic
             }
         )
     return sorted(out, key=lambda r: r["start"])
+
+
+class DeviceHold:
+    """Every GPU slot of this machine (the lease lock files under a data root's state folder) held
+    by the test, as another process using the GPU would hold them: GPU steps wait at the lease
+    meanwhile, so a test can make the window in which other courses' CPU stages must run."""
+
+    def __init__(self, state: Path) -> None:
+        from rt_resources.gpu_leases import LOCK_FOLDER, GpuConfig
+
+        slots = GpuConfig().slots()
+        lock_dir = Path(state) / LOCK_FOLDER
+        lock_dir.mkdir(parents=True, exist_ok=True)
+        self.files = [slots.lock_file(lock_dir, d, k) for d in slots.devices for k in range(slots.per_device)]
+        self.fds: list[int] = []
+
+    def take(self, wait: bool = False) -> None:
+        for path in self.files:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            fcntl.flock(fd, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self.fds.append(fd)
+
+    def release(self) -> None:
+        for fd in self.fds:
+            os.close(fd)
+        self.fds = []
+
+    def take_back_after_one_lease(self, timeout_s: float = 300) -> None:
+        """Release, let one GPU step lease the device, and take it back the moment that step lets
+        it go (a blocked flock is woken at the unlock, before a polling step's next try)."""
+        self.release()
+        deadline = time.time() + timeout_s
+        while time.time() < deadline:  # wait until a step holds the device
+            fd = os.open(self.files[0], os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                break
+            finally:
+                os.close(fd)
+            time.sleep(0.02)
+        self.take(wait=True)
+
+
+@contextlib.contextmanager
+def held_device(state: Path) -> Iterator[DeviceHold]:
+    """Hold every GPU slot of this machine for the block (:class:`DeviceHold`)."""
+    hold = DeviceHold(state)
+    hold.take()
+    try:
+        yield hold
+    finally:
+        hold.release()
+
+
+def step_started(instance, step: str) -> list[tuple[str, float]]:
+    """(partition, time) of every start of ``step`` in the instance."""
+    return [
+        (run.tags.get("dagster/partition"), e.timestamp)
+        for run in instance.get_runs()
+        for e in instance.all_logs(run.run_id, of_type=DagsterEventType.STEP_START)
+        if e.step_key == step
+    ]
