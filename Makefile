@@ -25,7 +25,7 @@ dagster-home:
 
 demo: setup dagster-home
 	rm -rf $(DEMO)/drop
-	$(BIN)/rtpipeline synth --out $(DEMO)/drop --patients 3 --boost --second-course --mr
+	$(BIN)/rtpipeline synth --out $(DEMO)/drop --patients 3 --boost --second-course --mr --pet
 	$(BIN)/rtpipeline run --dicom-root $(DEMO)/drop --outdir $(DEMO)/output --radiomics-params rt_resources/radiomics/params/CT_demo.yaml --radiomics-robustness 3 --totalseg-backend standin --totalseg-device cpu
 	$(BIN)/rtpipeline report --outdir $(DEMO)/output
 	@echo ""

@@ -30,19 +30,22 @@ COURSE_CHAIN = (
     "dose_grid",
     "structure_masks",
     "mr_images",
+    "pet_images",
     "totalseg_input",
     "totalseg_inference",
     "totalseg_masks",
     "custom_structures",
     "ct_crop",
     "dvh",
+    "pet_metrics",
     "radiomics",
     "course_preview",
 )
 #: what each number's table depends on (the assets whose records explain it)
 METRIC_INPUTS = {
     "dvh": ("course_manifest", "ct_image", "dose_grid", "structure_masks"),
-    "radiomics": ("course_manifest", "ct_image", "structure_masks", "mr_images"),
+    "radiomics": ("course_manifest", "ct_image", "structure_masks", "mr_images", "pet_images"),
+    "pet_metrics": ("course_manifest", "ct_image", "structure_masks", "pet_images"),
 }
 #: mask source -> the assets that made those masks (beyond the manual structure_masks), upstream first
 SOURCE_ASSETS = {

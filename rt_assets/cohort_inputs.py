@@ -44,6 +44,8 @@ COURSE_ASSETS = (
     "dvh",
     "dvh_eqd2",
     "mr_images",
+    "pet_images",
+    "pet_metrics",
     "radiomics",
     "radiomics_robustness",
     "structure_masks",
@@ -56,9 +58,10 @@ COURSE_ASSETS = (
 #: cohort asset -> the course assets it is built from
 COHORT_INPUTS: dict[str, tuple[str, ...]] = {
     "cohort_courses": ("course_manifest",),
-    "ingest_report": ("course_manifest", "ct_image", "dose_grid", "structure_masks", "mr_images"),
+    "ingest_report": ("course_manifest", "ct_image", "dose_grid", "structure_masks", "mr_images", "pet_images"),
     "cohort_dvh_metrics": ("dvh", "dvh_eqd2"),
     "cohort_radiomics": ("radiomics",),
+    "cohort_pet_metrics": ("pet_metrics",),
     "cohort_agreement": ("contour_agreement",),
     "cohort_unmapped_rois": ("radiomics", "dvh"),
     "cohort_radiomics_robustness": ("radiomics_robustness",),
@@ -70,7 +73,7 @@ COHORT_INPUTS: dict[str, tuple[str, ...]] = {
 #: cohort tables that give each row its standard name (roi_std): the name mapping is one of their
 #: inputs, recorded like a course asset (``roi_names`` -> ``{<mapping digest>: 0}``), so a changed
 #: mapping makes them, and only them, stale
-NAMED_TABLES = ("cohort_dvh_metrics", "cohort_radiomics", "cohort_unmapped_rois")
+NAMED_TABLES = ("cohort_dvh_metrics", "cohort_radiomics", "cohort_pet_metrics", "cohort_unmapped_rois")
 MAPPING_INPUT = "roi_names"
 
 

@@ -35,7 +35,8 @@ def stack_course_tables(
     """Concatenate ``courses/c-*/<file_name>`` (read with ``reader``) into ``cohort/<out_name>``
     (default: the same name), with lineage metadata, the versions of the course assets it was built
     from (``inputs_sha256``; see :mod:`rt_assets.cohort_inputs`) and its coverage check. Coverage
-    counts the courses of the stacked table, before ``transform`` (which may aggregate them away);
+    counts the courses whose table was stacked (an empty one too: a course without PET has no SUV
+    rows), before ``transform`` (which may aggregate them away);
     ``describe(table)`` adds metadata about the written table; ``mapping_digest``: the version of
     the name mapping ``transform`` applies (a table that maps names)."""
     asset = context.asset_key.to_user_string()
@@ -44,7 +45,8 @@ def stack_course_tables(
     paths = sorted((data_root.root / "courses").glob(f"c-*/{file_name}"))
     frames = [reader(p) for p in paths]
     table = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=["course_key", "roi_name"])
-    present = set(table["course_key"]) if len(table) else set()
+    # a course whose table was read is covered, also when it has no rows (a course without PET)
+    present = {p.parent.name for p in paths}
     if transform is not None:
         table = transform(table)
     path = write_parquet_atomic(data_root.cohort_dir() / (out_name or file_name), table)

@@ -36,8 +36,8 @@ segmentation_job = define_asset_job(
 derived_job = define_asset_job(
     DERIVED_JOB,
     selection=AssetSelection.groups(DERIVED_GROUP)
-    | AssetSelection.assets("dvh", "dvh_eqd2", "contour_agreement", "radiomics", "course_preview"),
+    | AssetSelection.assets("dvh", "dvh_eqd2", "contour_agreement", "pet_metrics", "radiomics", "course_preview"),
     description="After segmentation: anatomical crops, custom structures, and the DVH (physical and EQD2), "
-    "the auto vs manual agreement, radiomics and preview again with the auto structures (what the automation "
-    "does after a segmentation).",
+    "the auto vs manual agreement, SUV metrics, radiomics and preview again with the auto structures (what the "
+    "automation does after a segmentation).",
 )

@@ -56,6 +56,9 @@ CHECKS: dict[str, list[tuple[str, bool, str]]] = {
     "radiomics": [
         ("radiomics_nan", False, "fraction of NaN/inf feature values per ROI"),
     ],
+    "pet_images": [
+        ("pet_suv", False, "every PET series is in SUVbw (QIBA pseudo-code), or the reason it is not"),
+    ],
     "contour_agreement": [
         ("agreement_dice", False, "every organ's automatic contour reaches the minimum Dice against the manual one"),
     ],

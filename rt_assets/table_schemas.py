@@ -13,7 +13,7 @@ _SOURCE = TableColumn(
     "source",
     "string",
     description="mask source: manual (the RTSTRUCT), totalseg, custom, an nnU-Net model, "
-    "or mr1/manual (the manual masks on an MR)",
+    "or mr1/manual (the manual masks on an MR), pet1/totalseg (a source's masks on a PET)",
 )
 
 _ROI_STD = TableColumn(
@@ -92,6 +92,41 @@ DVH_EQD2 = TableSchema(
         _ROI_STD,
         *_EQD2_INFO,
         *_EQD2_METRICS,
+    ]
+)
+
+
+def _suv(name: str, what: str) -> TableColumn:
+    return TableColumn(name, "float", description=f"{what} (SUV, g/ml)")
+
+
+PET_METRICS = TableSchema(
+    columns=[
+        _COURSE_KEY,
+        TableColumn(
+            "pet", "string", description="the PET series of the course: pet1, pet2, ... (pet/<label>/info.json)"
+        ),
+        _ROI,
+        _SOURCE,
+        _ROI_STD,
+        _suv("suv_max", "SUVbw maximum in the ROI, on the PET's own voxels"),
+        _suv("suv_mean", "SUVbw mean"),
+        _suv("suv_peak", "SUVbw peak: the highest mean in a 1 cm³ sphere centred in the ROI (PERCIST)"),
+        _suv("suv_std", "SUVbw standard deviation"),
+        TableColumn("mtv40_cc", "float", description="metabolic tumour volume: ROI voxels >= 40 % of SUVmax (cm³)"),
+        TableColumn("mtv25_cc", "float", description="metabolic tumour volume: ROI voxels with SUV >= 2.5 (cm³)"),
+        TableColumn("tlg40", "float", description="total lesion glycolysis: mtv40_cc x its mean SUV (g)"),
+        TableColumn("tlg25", "float", description="total lesion glycolysis: mtv25_cc x its mean SUV (g)"),
+        TableColumn("volume_cc", "float", description="the ROI's volume on the PET grid (cm³)"),
+        TableColumn("n_voxels", "int", description="the ROI's PET voxels"),
+        _suv("suvlbm_max", "SUVlbm maximum (Janmahasatian lean body mass; empty without height and sex)"),
+        _suv("suvlbm_mean", "SUVlbm mean"),
+        _suv("suvlbm_peak", "SUVlbm peak"),
+        TableColumn(
+            "in_view_fraction",
+            "float",
+            description="share of the ROI's volume inside the PET's field of view (the metrics cover that part)",
+        ),
     ]
 )
 

@@ -28,6 +28,8 @@ QC = "qc.json"
 QC_PARTS = "qc"
 PREVIEW = "preview"
 MR = "mr"
+PET = "pet"  #: pet/<label>/: SUV volumes, masks on the PET grid, the SUV record
+PET_METRICS = "pet_metrics.parquet"
 CROPS = "crops"
 REFUSED = "refused"
 TOTALSEG_RTSTRUCT = "rtstruct_totalseg.dcm"
@@ -136,6 +138,14 @@ class CoursePaths:
     @property
     def mr(self) -> Path:
         return self.root / MR
+
+    @property
+    def pet(self) -> Path:
+        return self.root / PET
+
+    @property
+    def pet_metrics(self) -> Path:
+        return self.root / PET_METRICS
 
     @property
     def crops(self) -> Path:

@@ -213,6 +213,7 @@ class RadiomicsConfig(ConfigurableResource):
 
     params: str = Field(default="", description="pyradiomics parameter YAML; empty = the shipped CT.yaml")
     mr_params: str = Field(default="", description="parameter YAML for MR images; empty = the shipped MR.yaml")
+    pet_params: str = Field(default="", description="parameter YAML for PET SUV images; empty = the shipped PET.yaml")
     workers: int = Field(default=0, description="worker processes; 0 = CPU cores - 1")
     sequential: bool = Field(default=False, description="one ROI at a time, in process (--sequential-radiomics)")
     backend: str = Field(default="pyradiomics", description="pyradiomics | fastrad | auto (--radiomics-backend)")
@@ -247,11 +248,13 @@ class RadiomicsConfig(ConfigurableResource):
 
         params = Path(self.params) if self.params else PARAMS_DIR / "CT.yaml"
         mr_params = Path(self.mr_params) if self.mr_params else PARAMS_DIR / "MR.yaml"
+        pet_params = Path(self.pet_params) if self.pet_params else PARAMS_DIR / "PET.yaml"
         basic_params = Path(self.basic_params) if self.basic_params else PARAMS_DIR / "CT_basic.yaml"
         light_params = Path(self.light_params) if self.light_params else PARAMS_DIR / "CT_light.yaml"
         return RadiomicsSettings(
             params=params,
             mr_params=mr_params,
+            pet_params=pet_params,
             basic_params=basic_params,
             light_params=light_params,
             backend=self.backend,
@@ -381,6 +384,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
         "radiomics_config": {
             "params": rad.params,
             "mr_params": rad.mr_params,
+            "pet_params": rad.pet_params,
             "workers": rad.workers or settings.cpu_workers(),
             "sequential": rad.sequential,
             "backend": rad.backend,

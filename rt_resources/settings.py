@@ -76,6 +76,7 @@ class RadiomicsSettings(_Section):
 
     params: str = Field(default="", description="parameter YAML for CT (empty: the shipped CT.yaml)")
     mr_params: str = Field(default="", description="parameter YAML for MR (empty: the shipped MR.yaml)")
+    pet_params: str = Field(default="", description="parameter YAML for PET SUV images (empty: the shipped PET.yaml)")
     workers: int = Field(default=0, ge=0, description="worker processes (0: the pipeline's workers)")
     sequential: bool = Field(default=False, description="one ROI at a time, in process")
     backend: Literal["pyradiomics", "fastrad", "auto"] = Field(
@@ -299,6 +300,7 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_SEG_INFERENCE_TIMEOUT_S": ("totalsegmentator.inference_timeout_s", "str"),
     "RT_RADIOMICS_PARAMS": ("radiomics.params", "path"),
     "RT_RADIOMICS_MR_PARAMS": ("radiomics.mr_params", "path"),
+    "RT_RADIOMICS_PET_PARAMS": ("radiomics.pet_params", "path"),
     "RT_RADIOMICS_WORKERS": ("radiomics.workers", "str"),
     "RT_SEQUENTIAL_RADIOMICS": ("radiomics.sequential", "bool"),
     "RT_RADIOMICS_BACKEND": ("radiomics.backend", "str"),

@@ -29,6 +29,8 @@ def test_asset_graph_snapshot():
         "course_preview",
         "dvh_eqd2",
         "contour_agreement",
+        "pet_images",
+        "pet_metrics",
     }
     cohort_assets = {
         "cohort_courses",
@@ -40,6 +42,7 @@ def test_asset_graph_snapshot():
         "cohort_audit",
         "cohort_agreement",
         "cohort_unmapped_rois",
+        "cohort_pet_metrics",
     }
     assert set(specs) == course_assets | cohort_assets
     groups = {
@@ -83,7 +86,18 @@ def test_asset_graph_snapshot():
         "custom_structures",
     }
     assert parents["mr_images"] == {"course_manifest", "structure_masks"}
-    assert parents["radiomics"] == {"ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"}
+    assert parents["radiomics"] == {
+        "ct_image",
+        "structure_masks",
+        "mr_images",
+        "pet_metrics",
+        "totalseg_masks",
+        "custom_structures",
+    }
+    assert parents["pet_images"] == {"course_manifest", "ct_image", "structure_masks"}
+    # SUV metrics (and the masks on the PET grid PET radiomics reads) again when auto organs arrive
+    assert parents["pet_metrics"] == {"pet_images", "structure_masks", "totalseg_masks", "custom_structures"}
+    assert parents["cohort_pet_metrics"] == {"pet_metrics"}
     assert parents["cohort_radiomics"] == {"radiomics"}
     assert parents["radiomics_robustness"] == {"ct_image", "structure_masks"}
     assert parents["cohort_radiomics_robustness"] == {"radiomics_robustness"}

@@ -30,6 +30,7 @@ ENHANCED_CT_IMAGE = uid.EnhancedCTImageStorage
 MR_IMAGE = uid.MRImageStorage
 ENHANCED_MR_IMAGE = uid.EnhancedMRImageStorage
 PET_IMAGE = uid.PositronEmissionTomographyImageStorage
+ENHANCED_PET_IMAGE = uid.EnhancedPETImageStorage
 RT_IMAGE = uid.RTImageStorage
 RT_DOSE = uid.RTDoseStorage
 RT_STRUCTURE_SET = uid.RTStructureSetStorage
@@ -57,6 +58,7 @@ KIND_BY_SOP_CLASS: dict[str, Kind] = {
 UNSUPPORTED_SOP_CLASSES: dict[str, str] = {
     ENHANCED_CT_IMAGE: "Enhanced CT (multi-frame) is not supported yet; export classic CT images",
     ENHANCED_MR_IMAGE: "Enhanced MR (multi-frame) is not supported yet",
+    ENHANCED_PET_IMAGE: "Enhanced PET (multi-frame) is not supported yet; export classic PET images",
     RT_IMAGE: "RT Image (portal/DRR) is not used by this pipeline",
     RT_BEAMS_RECORD: "RT Beams Treatment Record is not used by this pipeline",
 }

@@ -4,7 +4,7 @@ Layout of an export (file names come from new UIDs and course keys only, never f
 
     dest/<course_key>/dicom/<KIND>/<new SOP Instance UID>.dcm
     dest/<course_key>/tables/dvh_metrics.parquet, dvh_curves.parquet, dvh_eqd2.parquet, agreement.parquet,
-                              radiomics.parquet, qc.json
+                              radiomics.parquet, pet_metrics.parquet, qc.json
     dest/<course_key>/export.json        the report: profile, table, library, what was kept and why
     dest/cohort/dvh_metrics.parquet, radiomics.parquet, export.json   (export_courses)
 

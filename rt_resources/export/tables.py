@@ -28,9 +28,10 @@ COURSE_TABLES = (
     "dvh_eqd2.parquet",
     "agreement.parquet",
     "radiomics.parquet",
+    "pet_metrics.parquet",
     "qc.json",
 )
-COHORT_TABLES = ("dvh_metrics.parquet", "radiomics.parquet", "agreement.parquet")
+COHORT_TABLES = ("dvh_metrics.parquet", "radiomics.parquet", "agreement.parquet", "pet_metrics.parquet")
 DROPPED_COLUMNS = ("patient_name", "patient_birth_date", "accession_number")
 
 

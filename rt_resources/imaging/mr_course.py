@@ -34,8 +34,9 @@ def mr_series_of(manifest: Manifest) -> list[str]:
     return sorted({f.series_uid for f in manifest.of_kind(Kind.MR)})
 
 
-def ct_to_mr_matrix(manifest: Manifest, mr_for: str) -> tuple[np.ndarray, str]:
-    """The 4x4 matrix mapping planning-CT points to MR points, and where it comes from.
+def ct_to_mr_matrix(manifest: Manifest, mr_for: str, modality: str = "MR") -> tuple[np.ndarray, str]:
+    """The 4x4 matrix mapping planning-CT points to the points of an MR (or PET: ``modality``) in
+    frame of reference ``mr_for``, and where it comes from.
 
     Same frame of reference: identity. Otherwise the first REG of the course that registers
     both frames; ValueError (naming what the course has) when there is none.
@@ -51,7 +52,7 @@ def ct_to_mr_matrix(manifest: Manifest, mr_for: str) -> tuple[np.ndarray, str]:
             return transform_between(reg, ct_for, mr_for), f"REG {reg.sop_instance_uid}"
         tried.append(f"{entry.path} ({', '.join(sorted(known))})")
     raise ValueError(
-        f"no REG of the course registers the MR frame of reference {mr_for} with the CT's {ct_for}"
+        f"no REG of the course registers the {modality} frame of reference {mr_for} with the CT's {ct_for}"
         + (f"; REGs: {'; '.join(tried)}" if tried else "; the course has no REG")
     )
 

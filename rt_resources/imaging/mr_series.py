@@ -25,6 +25,7 @@ import pydicom
 
 from rt_resources.dicom.sop_classes import ENHANCED_MR_IMAGE, MR_IMAGE
 from rt_resources.imaging.ct_series import CTGeometry, CTSeriesError, validate_ct_series
+from rt_resources.imaging.planes import rescaled_plane
 from rt_resources.imaging.registration import sitk_transform
 
 
@@ -40,14 +41,6 @@ def validate_mr_series(paths: list[Path]) -> CTGeometry:
         return validate_ct_series([Path(p) for p in paths])
     except CTSeriesError as exc:
         raise MRSeriesError(f"MR series: {exc}") from exc
-
-
-def _rescale(ds: pydicom.Dataset) -> tuple[float, float]:
-    slope = ds.get("RescaleSlope")
-    intercept = ds.get("RescaleIntercept")
-    slope = 1.0 if slope in (None, "") else float(slope)
-    intercept = 0.0 if intercept in (None, "") else float(intercept)
-    return slope, intercept
 
 
 def read_mr_volume(paths: list[Path]):
@@ -71,16 +64,7 @@ def read_mr_volume(paths: list[Path]):
                 f"{path}: SOP Class {sop_class or 'missing'} (Modality {ds.get('Modality', 'missing')}) "
                 "is not MR Image Storage"
             )
-        if int(ds.get("SamplesPerPixel", 1)) != 1:
-            raise MRSeriesError(f"{path}: SamplesPerPixel {ds.SamplesPerPixel}; only grayscale MR is supported")
-        try:
-            stored = ds.pixel_array
-        except Exception as exc:  # missing decoder plugin, corrupt pixel data
-            raise MRSeriesError(f"{path}: pixel data cannot be decoded ({type(exc).__name__}: {exc})") from exc
-        if stored.shape != (rows, columns):
-            raise MRSeriesError(f"{path}: pixel data has shape {stored.shape}, headers say {rows}x{columns}")
-        slope, intercept = _rescale(ds)
-        planes.append(stored.astype(np.float64) * slope + intercept)
+        planes.append(rescaled_plane(ds, path, rows, columns, MRSeriesError, "MR"))
     image = sitk.GetImageFromArray(np.stack(planes).astype(np.float32))
     image.SetSpacing(geometry.spacing_mm)
     image.SetOrigin(geometry.origin_mm)

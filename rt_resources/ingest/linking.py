@@ -7,7 +7,10 @@ The chain (DICOM PS3.3):
 * RTSTRUCT -> CT series through ``ReferencedFrameOfReferenceSequence`` ->
   ``RTReferencedStudySequence`` -> ``RTReferencedSeriesSequence``. When the referenced
   series is absent (a cropped or re-exported CT), a CT series with the same frame of
-  reference in the referenced study is used, and the course says so in its notes.
+  reference in the referenced study is used, and the course says so in its notes;
+* MR and PET series -> the course through a REG involving the planning CT's frame of
+  reference, or directly when they share that frame of reference (a PET/CT's PET, an MR
+  acquired on the planning couch).
 
 A course is the set of objects planned on one CT study of one patient: a primary and a
 boost plan on the same CT are one course; a later treatment on a new CT is another.
@@ -139,6 +142,7 @@ def link_courses(entries: list[FileEntry], secret: bytes) -> LinkResult:
     used_series = {c.ct_series_uid for c in courses.values()}
     used_series |= {u for c in courses.values() for u in c.other_series_uids}
     _attach_registrations(courses.values(), by_kind["REG"], series, used_series, rejections)
+    _attach_same_frame(courses.values(), series, used_series)
 
     for uid, files in series.items():
         if uid in used_series:
@@ -147,7 +151,10 @@ def link_courses(entries: list[FileEntry], secret: bytes) -> LinkResult:
         if kind == "CT":
             reason = f"CT series {uid} has no RTSTRUCT referencing it: not a planning course"
         else:
-            reason = f"{kind} series {uid} is not registered (REG) to any course's planning CT"
+            reason = (
+                f"{kind} series {uid} (frame of reference {files[0].header.for_uid or 'missing'}) shares no "
+                "course's planning-CT frame of reference and no REG registers it to one"
+            )
         rejections += [Rejection(f.path, reason, kind) for f in files]
 
     ordered = sorted(courses.values(), key=lambda c: c.key)
@@ -262,3 +269,19 @@ def _attach_registrations(courses, regs, series, used_series, rejections) -> Non
                 course.other_series_uids.append(uid)
                 course.files += files
                 used_series.add(uid)
+
+
+def _attach_same_frame(courses, series, used_series) -> None:
+    """MR and PET series in a course's planning-CT frame of reference (a PET/CT, an MR on the
+    planning couch) join that course without a REG."""
+    by_for = {c.for_uid: c for c in courses}
+    for uid, files in series.items():
+        head = files[0].header
+        if uid in used_series or head.kind == "CT" or head.for_uid not in by_for:
+            continue
+        course = by_for[head.for_uid]
+        course.other_series_uids.append(uid)
+        course.files += files
+        used_series.add(uid)
+        if head.patient_id != course.patient_id:
+            course.notes.append(f"{head.kind} series {uid} shares the CT's frame of reference but not its PatientID")

@@ -17,6 +17,7 @@ from rt_resources.radiomics.engine import (
     RadiomicsTask,
     run_tasks,
     select_mr_tasks,
+    select_pet_tasks,
     select_tasks,
 )
 from rt_resources.radiomics.policy import ParamSet, RoiPolicy
@@ -29,12 +30,13 @@ log = logging.getLogger("rtpipeline.radiomics")
 
 
 def params_sha256(settings: RadiomicsSettings) -> str:
-    """sha256 of the parameter file bytes, followed by the light, the MR and (unless the policy is
+    """sha256 of the parameter file bytes, followed by the light, the MR, the PET and (unless the policy is
     full, which does not use it) the basic parameter files'."""
     digest = hashlib.sha256(Path(settings.params).read_bytes())
     if settings.light_params is not None:
         digest.update(Path(settings.light_params).read_bytes())
     digest.update(Path(settings.mr_params).read_bytes())
+    digest.update(Path(settings.pet_params).read_bytes())
     if settings.policy != RoiPolicy.FULL:
         digest.update(Path(settings.basic_params).read_bytes())
     return digest.hexdigest()
@@ -100,10 +102,12 @@ def course_radiomics(
     workers: int,
     sequential: bool = False,
     mr_root: Path | None = None,
+    pet_root: Path | None = None,
 ) -> tuple[pd.DataFrame, dict[str, Any]]:
     """Features of every selected ROI under ``masks_root`` (``<source>/*.nii.gz``) on the CT and,
     when ``mr_root`` is given, of every ``mr_root/<label>/masks/<source>/`` ROI on that MR with
-    the MR parameters (source ``<label>/<source>``).
+    the MR parameters (source ``<label>/<source>``), and likewise of every ``pet_root/<label>/masks/``
+    ROI on that PET's SUVbw image with the PET parameters.
 
     Returns a frame with columns ``course_key, roi_name, source`` followed by
     pyradiomics' own feature names (e.g. ``original_shape_MeshVolume``), one row per ROI that
@@ -130,6 +134,9 @@ def course_radiomics(
     if mr_root is not None:
         mr_tasks, mr_skipped = select_mr_tasks(Path(mr_root), settings)
         tasks, skipped = tasks + mr_tasks, skipped + mr_skipped
+    if pet_root is not None:
+        pet_tasks, pet_skipped = select_pet_tasks(Path(pet_root), settings)
+        tasks, skipped = tasks + pet_tasks, skipped + pet_skipped
     records: list[dict[str, Any]] = []
     cpu: dict[int, float] = {}
     results, failures = run_tasks(

@@ -33,6 +33,7 @@ from rt_resources.radiomics.policy import (
     ParamSet,
     RoiPolicy,
     choose_param_set,
+    matches_full_rois,
 )
 from rt_resources.structures.masks import mask_index
 
@@ -77,6 +78,7 @@ class RadiomicsSettings:
     #: parameter set "light": very large ROIs (BODY); None: they get the policy's set like the others
     light_params: Path | None = PARAMS_DIR / "CT_light.yaml"
     mr_params: Path = PARAMS_DIR / "MR.yaml"  #: for masks on MR images (see :func:`select_mr_tasks`)
+    pet_params: Path = PARAMS_DIR / "PET.yaml"  #: for masks on PET SUV images (see :func:`select_pet_tasks`)
     #: parameter set "basic" (first-order and shape): ROIs the policy leaves out of the full set
     basic_params: Path = PARAMS_DIR / "CT_basic.yaml"
     #: default | full | basic (:class:`RoiPolicy`); full here, so that a caller naming ``params`` gets
@@ -122,6 +124,8 @@ class RadiomicsSettings:
         """The parameter set and file of ``task``, and why (:mod:`rt_resources.radiomics.policy`)."""
         if task.params is not None:
             own = Path(task.params)
+            if own == Path(self.pet_params):
+                return ParamChoice(ParamSet.PET, own, f"PET SUV image: its own parameters ({own.name})")
             return ParamChoice(ParamSet.MR, own, f"MR image: its own parameters ({own.name})")
         very_large = None
         if self.light_params is not None:
@@ -193,28 +197,63 @@ def select_tasks(
     return tasks, skipped
 
 
-def select_mr_tasks(
-    mr_root: Path, settings: RadiomicsSettings | None = None
+def select_image_tasks(
+    root: Path, image_name: str, params: Path, settings: RadiomicsSettings | None = None
 ) -> tuple[list[RadiomicsTask], list[dict[str, Any]]]:
-    """Tasks for every ``mr_root/<label>/masks/<source>/*.nii.gz`` on ``mr_root/<label>/image.nii.gz``
-    with the MR parameters; their source is ``<label>/<source>`` (e.g. ``mr1/manual``)."""
+    """Tasks for every ``root/<label>/masks/<source>/*.nii.gz`` on ``root/<label>/<image_name>``
+    with the parameter file ``params``; their source is ``<label>/<source>`` (e.g. ``mr1/manual``)."""
     settings = settings or RadiomicsSettings()
     tasks: list[RadiomicsTask] = []
     skipped: list[dict[str, Any]] = []
-    if not Path(mr_root).is_dir():
+    if not Path(root).is_dir():
         return tasks, skipped
-    for folder in sorted(p for p in Path(mr_root).iterdir() if (p / "image.nii.gz").is_file()):
+    for folder in sorted(p for p in Path(root).iterdir() if (p / image_name).is_file()):
         if not (folder / "masks").is_dir():
             continue
         found, left_out = select_tasks(folder / "masks", settings)
-        image = folder / "image.nii.gz"
+        image = folder / image_name
         tasks += [
             RadiomicsTask(t.roi_name, f"{folder.name}/{t.source}", t.mask_path, t.n_voxels, t.volume_cc, image,
-                          Path(settings.mr_params))
+                          Path(params))
             for t in found
         ]  # fmt: skip
         skipped += [{**s, "source": f"{folder.name}/{s['source']}"} for s in left_out]
     return tasks, skipped
+
+
+def select_mr_tasks(
+    mr_root: Path, settings: RadiomicsSettings | None = None
+) -> tuple[list[RadiomicsTask], list[dict[str, Any]]]:
+    """Tasks for every MR's masks (``mr_root/<label>/masks/<source>/``) on ``mr_root/<label>/image.nii.gz``
+    with the MR parameters (source ``<label>/<source>``)."""
+    settings = settings or RadiomicsSettings()
+    return select_image_tasks(mr_root, "image.nii.gz", Path(settings.mr_params), settings)
+
+
+def select_pet_tasks(
+    pet_root: Path, settings: RadiomicsSettings | None = None
+) -> tuple[list[RadiomicsTask], list[dict[str, Any]]]:
+    """Tasks for the PET's masks (``pet_root/<label>/masks/<source>/``) on its SUVbw image
+    (``pet_root/<label>/suv_bw.nii.gz``) with the PET parameters (source ``<label>/<source>``).
+
+    Which ROIs: under the default policy those that get the full CT set (a source in
+    ``full_sources``: manual, custom; an organ in ``full_rois``); the ~80 other auto-segmented
+    organs (bones, muscles, vessels) are skipped with the reason, their SUV metrics being in
+    ``pet_metrics``; every ROI under policy ``full``."""
+    settings = settings or RadiomicsSettings()
+    tasks, skipped = select_image_tasks(pet_root, "suv_bw.nii.gz", Path(settings.pet_params), settings)
+    if RoiPolicy(settings.policy) is RoiPolicy.FULL:
+        return tasks, skipped
+    kept = []
+    for task in tasks:
+        source = task.source.split("/", 1)[1]
+        if source in settings.full_sources or matches_full_rois(task.roi_name, settings.full_rois):
+            kept.append(task)
+        else:
+            reason = "PET radiomics: neither its source is in full_sources nor its name in full_rois"
+            entry = {"roi_name": task.roi_name, "source": task.source, "file": str(task.mask_path)}
+            skipped.append({**entry, "reason": reason})
+    return kept, skipped
 
 
 # --------------------------------------------------------------------------- extraction
@@ -376,7 +415,7 @@ class _Extract:
 
 #: relative cost of a voxel per parameter set, for the pool's costliest-first order (CT.yaml's
 #: LoG and wavelet images against first-order and shape on the original image)
-_SET_COST = {ParamSet.FULL: 1.0, ParamSet.MR: 1.0, ParamSet.LIGHT: 0.2, ParamSet.BASIC: 0.1}
+_SET_COST = {ParamSet.FULL: 1.0, ParamSet.MR: 1.0, ParamSet.PET: 0.5, ParamSet.LIGHT: 0.2, ParamSet.BASIC: 0.1}
 
 
 def _describe(task: RadiomicsTask) -> str:

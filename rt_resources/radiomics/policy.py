@@ -17,7 +17,7 @@ vertebrae, muscles and vessels that outcome studies do not model. The policy giv
   every policy: the full set at 1 mm on ~20 litres costs minutes and gigabytes, and shape at 1 mm
   on such a surface is quadratic in its vertices;
 * the **mr** set (``radiomics.mr_params``, MR.yaml) to ROIs on MR images, in every policy (the CT
-  sets bin in HU).
+  sets bin in HU); the **pet** set (PET.yaml) to ROIs on PET SUV images.
 
 ``policy: full`` gives the full set to every ROI (the behaviour before the policy existed);
 ``policy: basic`` gives the basic set to every CT ROI (a quick first pass over a cohort).
@@ -82,6 +82,8 @@ class ParamSet(StrEnum):
     """CT_light.yaml (Original at 3 mm, all seven classes): very large ROIs such as BODY."""
     MR = "mr"
     """``radiomics.mr_params`` (MR.yaml) or another parameter file the task names: ROIs on MR images."""
+    PET = "pet"
+    """PET.yaml: ROIs on PET SUV images (fixed bin width in SUV units)."""
 
 
 #: mask sources whose every ROI gets the full set under the default policy (masks/<source>/)

@@ -1,4 +1,4 @@
-"""Synthetic DICOM-RT course generator (CT, RTSTRUCT, RTPLAN, RTDOSE; MR + REG) for tests and demos.
+"""Synthetic DICOM-RT course generator (CT, RTSTRUCT, RTPLAN, RTDOSE; MR + REG; PET) for tests and demos.
 
 Public API::
 
@@ -11,7 +11,11 @@ target)`` (Gy); ``course_context(...)`` also gives the CT grid, ``dose_grid(ctx)
 RTDOSE grid. With ``SynthOptions(mr=True)`` each course also has an MR series in its own
 frame of reference and a rigid REG; ``p_mr = R @ p_ct + t`` with ``mr_from_ct_matrix()``
 (also ``SynthCourse.mr_from_ct``), ``t1_intensity(phantom, x, y, z)`` the noise-free MR
-value at CT points, and ``mr_grid(ctx)`` the MR grid (MR patient coordinates).
+value at CT points, and ``mr_grid(ctx)`` the MR grid (MR patient coordinates). With
+``SynthOptions(pet="siemens" | "ge" | "philips" | "cycle")`` each course also has an FDG PET
+series in the CT's frame of reference (a PET/CT, no REG) with that vendor's SUV headers;
+``pet_suv(phantom, x, y, z)`` is its noise-free SUVbw at CT points, ``pet_lesion(phantom)`` the
+lesion sphere and ``pet_grid(ctx)`` the PET grid.
 """
 
 import importlib
@@ -35,10 +39,23 @@ _SOURCES = {
     "mr_from_ct_matrix": "mr",
     "mr_grid": "mr",
     "t1_intensity": "mr",
+    "PET_VENDORS": "options",
     "SynthCourse": "options",
     "SynthFile": "options",
     "SynthOptions": "options",
     "SynthPatient": "options",
+    "PET_BACKGROUND_SUV": "pet",
+    "PET_BONE_SUV": "pet",
+    "PET_HEART_SUV": "pet",
+    "PET_LESION_MARGIN_MM": "pet",
+    "PET_LESION_SUV": "pet",
+    "PET_LUNG_SUV": "pet",
+    "PET_UPTAKE_S": "pet",
+    "pet_decayed_dose_bq": "pet",
+    "pet_grid": "pet",
+    "pet_lesion": "pet",
+    "pet_suv": "pet",
+    "pet_vendor": "pet",
     "BOOST_FRACTIONS": "phantom",
     "BOOST_RX_GY": "phantom",
     "HU_AIR": "phantom",
@@ -82,6 +99,14 @@ __all__ = [
     "MR_TRANSLATION_MM",
     "NOISE_HU",
     "ORIENTATIONS",
+    "PET_BACKGROUND_SUV",
+    "PET_BONE_SUV",
+    "PET_HEART_SUV",
+    "PET_LESION_MARGIN_MM",
+    "PET_LESION_SUV",
+    "PET_LUNG_SUV",
+    "PET_UPTAKE_S",
+    "PET_VENDORS",
     "PRIMARY",
     "PRIMARY_FRACTIONS",
     "PRIMARY_RX_GY",
@@ -100,6 +125,11 @@ __all__ = [
     "mr_from_ct_matrix",
     "mr_grid",
     "options_from_args",
+    "pet_decayed_dose_bq",
+    "pet_grid",
+    "pet_lesion",
+    "pet_suv",
+    "pet_vendor",
     "t1_intensity",
     "write_cohort",
     "write_patient",

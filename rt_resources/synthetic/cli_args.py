@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 
 from .options import DEFAULT_OPTIONS as _DEFAULTS
-from .options import PATIENT_POSITIONS, SynthOptions
+from .options import PATIENT_POSITIONS, PET_CHOICES, SynthOptions
 from .realistic import REALISTIC
 
 #: the size flags: ``argparse`` destination -> SynthOptions field (both spelled the same)
@@ -64,6 +64,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--mr", action="store_true", help="add an MR series (own frame of reference) and a rigid REG to the CT"
     )
     parser.add_argument(
+        "--pet",
+        nargs="?",
+        const="cycle",
+        default=_DEFAULTS.pet,
+        choices=PET_CHOICES,
+        metavar="VENDOR",
+        help="add a PET series (PET/CT: the CT's frame of reference) with VENDOR's SUV headers: "
+        f"{', '.join(PET_CHOICES)}; without a value 'cycle' (the vendor by patient index)",
+    )
+    parser.add_argument(
         "--patient-position",
         choices=PATIENT_POSITIONS,
         default=_DEFAULTS.patient_position,
@@ -91,4 +101,5 @@ def options_from_args(args: argparse.Namespace) -> SynthOptions:
         patient_position=args.patient_position,
         seed=args.seed,
         mr=args.mr,
+        pet=getattr(args, "pet", _DEFAULTS.pet) or "",
     )

@@ -8,6 +8,7 @@ Layout (names never come from tag values such as PatientID)::
                                           RTDOSE_primary.dcm  (or RTDOSE_primary_beam1.dcm ...)
                                           RTPLAN_boost.dcm, RTDOSE_boost.dcm  (boost=True)
                                           MR/MR_0001.dcm ..., REG.dcm  (mr=True)
+                                          PT/PT_0001.dcm ...  (pet set: PET/CT, no REG)
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from .common import CourseContext, UidFactory
 from .ct import ct_grid, write_ct
 from .mr import mr_from_ct_matrix, write_mr
 from .options import DEFAULT_OPTIONS, SynthCourse, SynthFile, SynthOptions, SynthPatient
+from .pet import write_pet
 from .phantom import (
     BOOST_FRACTIONS,
     BOOST_RX_GY,
@@ -134,6 +136,16 @@ def _write_course(ctx: CourseContext) -> SynthCourse:
             "mr_from_ct": tuple(float(v) for v in mr_from_ct_matrix().reshape(16)),
         }
 
+    pet_fields: dict = {}
+    if opts.pet:
+        pet = write_pet(ctx, ctx.folder / "PT")
+        files += pet.files
+        pet_fields = {
+            "pet_series_uid": pet.series_uid,
+            "pet_vendor": pet.vendor,
+            "pet_decayed_dose_bq": pet.decayed_dose_bq,
+        }
+
     return SynthCourse(
         patient_id=ctx.patient_id,
         study_uid=ctx.study_uid,
@@ -149,6 +161,7 @@ def _write_course(ctx: CourseContext) -> SynthCourse:
         folder=ctx.folder,
         course_number=ctx.course_number,
         **mr_fields,
+        **pet_fields,
     )
 
 

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 PATIENT_POSITIONS = ("HFS", "FFS", "HFP", "FFP")
+PET_VENDORS = ("siemens", "ge", "philips")  # whose SUV headers a PET series gets
+PET_CHOICES = (*PET_VENDORS, "cycle")  # "cycle": the vendor by patient index (0 siemens, 1 ge, ...)
 
 
 @dataclass(frozen=True)
@@ -25,6 +27,7 @@ class SynthOptions:
     patient_position: str = "HFS"  # HFS, FFS, HFP or FFP
     seed: int = 0
     mr: bool = False  # add an MR series (own frame of reference and study) and a rigid REG to the CT
+    pet: str = ""  # "" (no PET) or a PET_CHOICES vendor: add a PET series in the CT's frame of reference
 
     def __post_init__(self) -> None:
         if self.rows < 8 or self.slices < 4:
@@ -33,6 +36,8 @@ class SynthOptions:
             raise ValueError("pixel_mm and slice_mm must be positive")
         if self.patient_position not in PATIENT_POSITIONS:
             raise ValueError(f"patient_position must be one of {PATIENT_POSITIONS}")
+        if self.pet and self.pet not in PET_CHOICES:
+            raise ValueError(f"pet must be '' (no PET) or one of {PET_CHOICES}, not {self.pet!r}")
 
 
 DEFAULT_OPTIONS = SynthOptions()
@@ -70,6 +75,11 @@ class SynthCourse:
     mr_frame_of_reference_uid: str = ""
     reg_uid: str = ""
     mr_from_ct: tuple[float, ...] = ()
+    # pet set only (empty otherwise): the PET series (CT's frame of reference and study), the
+    # vendor whose headers it has, and RadionuclideTotalDose decayed to the scan start (Bq)
+    pet_series_uid: str = ""
+    pet_vendor: str = ""
+    pet_decayed_dose_bq: float = 0.0
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,7 @@ COLUMNS = ["file_id", "path", "reason", "kind", "course_key", "stage"]
 
 
 @asset(
-    deps=["ct_image", "dose_grid", "structure_masks", "mr_images"],
+    deps=["ct_image", "dose_grid", "structure_masks", "mr_images", "pet_images"],
     code_version="2",
     kinds={"parquet"},
     metadata=schema_metadata(INGEST_REPORT),

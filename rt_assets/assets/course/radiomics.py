@@ -27,7 +27,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
         partitions_def=course_partitions,
         pool=pool,
         op_tags=GPU_STEP_TAGS if pool else None,
-        deps=["ct_image", "structure_masks", "mr_images", "totalseg_masks", "custom_structures"],
+        deps=["ct_image", "structure_masks", "mr_images", "pet_metrics", "totalseg_masks", "custom_structures"],
         code_version="4",
         kinds={"parquet"},
         check_specs=check_specs("radiomics"),
@@ -41,7 +41,9 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
     def _radiomics(context: AssetExecutionContext, data_root: DataRoot, radiomics_config: RadiomicsConfig):
         """Radiomic features of every mask of the course (masks/<source>/*.nii.gz) on the CT, and
         of the manual masks mapped onto each MR (mr/<label>/masks/manual, source "<label>/manual")
-        with the MR parameters (courses/<key>/radiomics.parquet: course_key, roi_name,
+        with the MR parameters, and of every mask mapped onto each PET's SUVbw image
+        (pet/<label>/masks/<source>, source "<label>/<source>") with the PET parameters (PET.yaml:
+        SUV not normalised, fixed bin width 0.25 SUV) (courses/<key>/radiomics.parquet: course_key, roi_name,
         source, then one column per feature with pyradiomics' own name). Which parameter set an
         ROI gets is radiomics.policy's (rt_resources/radiomics/policy.py): by default the full set
         for manual and custom ROIs, MR ROIs and the organs at risk of radiomics.full_rois, the basic
@@ -69,6 +71,7 @@ def radiomics_asset(pool: str | None = None) -> AssetsDefinition:
                 workers,
                 sequential=radiomics_config.sequential,
                 mr_root=paths.mr,
+                pet_root=paths.pet,
             )
         if summary["n_tasks"] and not summary["n_ok"]:
             raise course.fail(

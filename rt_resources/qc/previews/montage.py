@@ -38,6 +38,7 @@ def ct_montage_png(
     dose_path: Path | None = None,
     target_hint: str | None = None,
     prescription_gy: float | None = None,
+    wash_label: str = "Dose (Gy)",
 ) -> dict:
     """Axial, coronal and sagittal planes through the target centre, as one PNG.
 
@@ -47,7 +48,8 @@ def ct_montage_png(
     window; manual ROIs as solid outlines, ROIs of other sources (``auto_masks_dirs``:
     source -> folder) as thin dashed outlines; the dose as a turbo colour wash, hidden
     below 10 % of the prescription (or of the maximum). Masks and dose on other grids are
-    resampled onto the CT (nearest neighbour / linear).
+    resampled onto the CT (nearest neighbour / linear). Any other volume on the CT's frame of
+    reference can take the dose's place (a PET fusion: SUV, ``wash_label`` its colour bar's label).
 
     Returns ``path``, ``centre_mm`` (LPS), ``centre_from`` (the ROI name, ``"dose max"`` or
     ``"image centre"``), ``n_contours`` (ROI outlines drawn: (ROI, source) pairs seen in at
@@ -68,7 +70,7 @@ def ct_montage_png(
     planes = planes_through(ct, centre_index(ct, centre, notes))
 
     wash = dose_wash(dose, dose_max, prescription_gy)
-    fig, axes, colour_of = _draw(planes, manual + auto, wash, prescription_gy, centre_from)
+    fig, axes, colour_of = _draw(planes, manual + auto, wash, prescription_gy, centre_from, wash_label)
     rgb = render_rgb(fig)
     height_px, width_px = rgb.shape[:2]
     panels = _panels(ct, centre, planes, axes, height_px)
@@ -93,6 +95,7 @@ def _draw(
     wash: DoseWash | None,
     prescription_gy: float | None,
     centre_from: str,
+    wash_label: str = "Dose (Gy)",
 ):
     """The montage figure: the planes side by side, outlines, legend, dose bar and title.
 
@@ -111,7 +114,7 @@ def _draw(
     if legend:
         draw_legend(fig, legend)
     if wash is not None:
-        draw_dose_bar(fig, wash, prescription_gy)
+        draw_dose_bar(fig, wash, prescription_gy, wash_label)
     fig.suptitle(f"CT W{width:g}/L{level:g}   centre: {short_label(centre_from, 40)}", fontsize=10, x=0.4, y=0.985)
     return fig, axes, colour_of
 

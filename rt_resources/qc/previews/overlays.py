@@ -194,13 +194,14 @@ def draw_legend(fig, legend: list[tuple[str, str, str]]) -> None:
     )
 
 
-def draw_dose_bar(fig, wash: DoseWash, prescription_gy: float | None) -> None:
-    """The dose colour bar beside the planes, the prescription marked when within the scale."""
+def draw_dose_bar(fig, wash: DoseWash, prescription_gy: float | None, label: str = "Dose (Gy)") -> None:
+    """The dose colour bar beside the planes, the prescription marked when within the scale (``label``:
+    what the wash shows, e.g. SUV for a PET fusion)."""
     from matplotlib.cm import ScalarMappable
 
     cax = fig.add_axes((0.795, 0.12, 0.01, 0.68))
     bar = fig.colorbar(ScalarMappable(norm=wash.norm, cmap=wash.cmap), cax=cax)
-    bar.set_label("Dose (Gy)", fontsize=9)
+    bar.set_label(label, fontsize=9)
     bar.ax.tick_params(labelsize=8)
     if prescription_gy and prescription_gy <= wash.max_gy:
         bar.ax.axhline(prescription_gy, color="black", linewidth=1.2)
