@@ -6,6 +6,7 @@ import dataclasses
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pydicom
 import pytest
@@ -143,3 +144,17 @@ def test_pet_on_no_course_frame_of_reference_is_in_the_ledger(drop, data_root):
     rejected = {r.path: r.reason for r in survey.links.rejections}
     assert len(rejected) == len(pet_files)
     assert all("frame of reference" in reason and "REG" in reason for reason in rejected.values())
+
+
+def test_pet_registered_by_a_reg_joins_through_it(drop, data_root, resources, instance):
+    """A PET in another frame of reference (here the MR's, which the course's REG registers to the
+    CT) joins the course through the REG, and its CT -> PET matrix is the REG's."""
+    synth = write_patient(drop, 0, dataclasses.replace(SMALL, pet="siemens", mr=True)).courses[0]
+    pet_files = [f.path for f in synth.files if f.modality == "PT"]
+    _mutate(pet_files, lambda ds: setattr(ds, "FrameOfReferenceUID", synth.mr_frame_of_reference_uid))
+    (key,) = add(instance, drop, data_root)
+    pet_only = [course_manifest, ct_image, structure_masks, pet_images]
+    assert materialize(pet_only, partition_key=key, instance=instance, resources=resources).success
+    info = json.loads((data_root / "courses" / key / "pet" / "pet1" / "info.json").read_text())
+    assert info["registration"] == f"REG {synth.reg_uid}" and info["has_suv"]
+    np.testing.assert_allclose(np.array(info["ct_to_pet"]), np.array(synth.mr_from_ct).reshape(4, 4), atol=1e-6)
