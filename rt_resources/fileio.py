@@ -96,3 +96,14 @@ def replace_dir_atomic(target: Path, writer: Callable[[Path], T]) -> T:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(old, ignore_errors=True)
     return result
+
+
+def remove_dirs_except(parent: Path, pattern: str, keep: set[str]) -> None:
+    """Remove the folders of ``parent`` matching ``pattern`` whose name is not in ``keep``: a
+    series no longer in a course (or unusable now) leaves no stale output folder behind."""
+    import shutil
+
+    parent = Path(parent)
+    for stale in parent.glob(pattern) if parent.is_dir() else []:
+        if stale.is_dir() and stale.name not in keep:
+            shutil.rmtree(stale)

@@ -181,3 +181,16 @@ def add_uniform_plan_and_dose(course_folder: Path, dose_gy: float = 50.0, fracti
     ds["PixelData"].VR = "OW"
     ds.save_as(path, enforce_file_format=True)
     return path
+
+
+def plane_points(ds) -> tuple:
+    """Patient x, y, z (mm) of each pixel centre of one single-frame slice, from its
+    ImagePositionPatient, ImageOrientationPatient and PixelSpacing (arrays of rows x columns)."""
+    import numpy as np
+
+    ipp = np.array(ds.ImagePositionPatient, float)
+    iop = np.array(ds.ImageOrientationPatient, float)
+    dr, dc = float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
+    r = np.arange(ds.Rows)[:, None]
+    c = np.arange(ds.Columns)[None, :]
+    return tuple(ipp[a] + c * dc * iop[a] + r * dr * iop[3 + a] for a in range(3))

@@ -15,14 +15,13 @@ The MR is never resampled: radiomics on MR uses the MR's own voxels and intensit
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 
 from rt_resources.course_paths import MANUAL, CoursePaths
 from rt_resources.dicom.sop_classes import Kind
-from rt_resources.fileio import replace_dir_atomic, write_json_atomic
+from rt_resources.fileio import remove_dirs_except, replace_dir_atomic, write_json_atomic
 from rt_resources.imaging.mr_series import masks_on_mr, read_mr_volume
 from rt_resources.imaging.registration import read_registration, transform_between
 from rt_resources.ingest.manifest import Manifest, source_files
@@ -107,9 +106,5 @@ def course_mr_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict]
 
         replace_dir_atomic(paths.mr / label, write)
         records.append(record)
-    # a series no longer in the course (or unusable now) leaves no stale folder behind
-    written = {r["label"] for r in records}
-    for stale in paths.mr.glob("mr*") if paths.mr.is_dir() else []:
-        if stale.is_dir() and stale.name not in written:
-            shutil.rmtree(stale)
+    remove_dirs_except(paths.mr, "mr*", {r["label"] for r in records})
     return records, notes

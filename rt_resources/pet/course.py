@@ -23,7 +23,7 @@ QIBA and PERCIST), with each ROI mapped onto that grid.
 
 from __future__ import annotations
 
-import shutil
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -33,7 +33,8 @@ import pandas as pd
 
 from rt_resources.course_paths import CoursePaths
 from rt_resources.dicom.sop_classes import Kind
-from rt_resources.fileio import replace_dir_atomic, write_json_atomic
+from rt_resources.fileio import remove_dirs_except, replace_dir_atomic, write_json_atomic
+from rt_resources.imaging.image_header import read_image_header
 from rt_resources.imaging.mr_course import ct_to_mr_matrix
 from rt_resources.imaging.mr_series import masks_on_mr
 from rt_resources.imaging.registration import sitk_transform
@@ -93,7 +94,7 @@ def course_pet_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict
     """
     import SimpleITK as sitk
 
-    ct = sitk.ReadImage(str(paths.ct)) if paths.ct.exists() else None
+    ct = read_image_header(paths.ct) if paths.ct.exists() else None  # the grid only: no voxels read
     records: list[dict] = []
     refused: dict[str, str] = {}
     for n, series_uid in enumerate(pet_series_of(manifest), start=1):
@@ -104,7 +105,9 @@ def course_pet_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict
             matrix, via = ct_to_mr_matrix(manifest, pet_for, "PET")
             volume = read_pet_series([f.abspath for f in files])
             relative = {Path(f.abspath): f.path for f in files}
-            scale = pet_scale(volume.headers, path_of=lambda ds, v=volume, r=relative: _path_of(ds, v, r))
+            headers = zip(volume.headers, volume.paths, strict=True)
+            by_header = {id(h): relative.get(Path(p), Path(p).name) for h, p in headers}
+            scale = pet_scale(volume.headers, path_of=lambda ds, b=by_header: b.get(id(ds), str(ds.SOPInstanceUID)))
         except (PETSeriesError, SUVError, ValueError) as exc:
             refused[series_uid] = f"PET series {series_uid}: {exc}"
             continue
@@ -132,7 +135,10 @@ def course_pet_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict
                 suv = volume.image(_per_slice(volume.values, [s.suv_bw_factor for s in scale.slices]))
                 sitk.WriteImage(suv, str(folder / SUV_BW), True)
                 if ct is not None:
-                    on_ct = sitk.Resample(suv, ct, sitk_transform(matrix), sitk.sitkLinear, 0.0, sitk.sitkFloat32)
+                    on_ct = sitk.Resample(
+                        suv, ct.GetSize(), sitk_transform(matrix), sitk.sitkLinear, ct.GetOrigin(), ct.GetSpacing(),
+                        ct.GetDirection(), 0.0, sitk.sitkFloat32,
+                    )  # fmt: skip
                     sitk.WriteImage(on_ct, str(folder / SUV_BW_ON_CT), True)
             if all(s.bqml_factor is not None for s in scale.slices):
                 activity = volume.image(_per_slice(volume.values, [s.bqml_factor for s in scale.slices]))
@@ -141,40 +147,27 @@ def course_pet_images(manifest: Manifest, paths: CoursePaths) -> tuple[list[dict
 
         replace_dir_atomic(paths.pet / label, write)
         records.append(record)
-    written = {r["label"] for r in records}
-    for stale in paths.pet.glob("pet*") if paths.pet.is_dir() else []:
-        if stale.is_dir() and stale.name not in written:
-            shutil.rmtree(stale)
+    remove_dirs_except(paths.pet, "pet*", {r["label"] for r in records})
     return records, refused
-
-
-def _path_of(ds, volume, relative: dict[Path, str]) -> str:
-    """The drop-relative path of a header's file (for messages)."""
-    for header, path in zip(volume.headers, volume.paths, strict=True):
-        if header is ds:
-            return relative.get(Path(path), Path(path).name)
-    return str(ds.get("SOPInstanceUID", "?"))
 
 
 def pet_records(paths: CoursePaths) -> list[dict]:
     """The ``info.json`` of every PET series written for the course (label order)."""
-    import json
-
     if not paths.pet.is_dir():
         return []
     return [json.loads((d / INFO).read_text()) for d in sorted(paths.pet.glob("pet*")) if (d / INFO).is_file()]
 
 
 def map_masks_to_pet(
-    paths: CoursePaths, record: dict, on_mask: Callable[[dict, np.ndarray], None] | None = None
+    paths: CoursePaths, record: dict, reference: Any, on_mask: Callable[[dict, np.ndarray], None] | None = None
 ) -> list[dict]:
-    """Write every mask of the course onto the grid of PET ``record`` (``pet/<label>/masks/``);
-    returns ``{source, roi_name, file, voxels}`` per mask written. ``on_mask(entry, array)`` sees
-    each mapped mask ((z, y, x) bool) as it is written, so no mask is read back."""
+    """Write every mask of the course onto the grid of PET ``record`` (``reference``: its SUV image,
+    as read by the caller; ``pet/<label>/masks/``); returns ``{source, roi_name, file, voxels,
+    in_view_fraction}`` per mask written. ``on_mask(entry, array)`` sees each mapped mask ((z, y, x)
+    bool) as it is written, so no mask is read back."""
     import SimpleITK as sitk
 
     folder = paths.pet / record["label"]
-    reference = sitk.ReadImage(str(folder / SUV_BW))
     matrix = np.asarray(record["ct_to_pet"], dtype=float)
     written: list[dict] = []
 
@@ -188,13 +181,14 @@ def map_masks_to_pet(
                 mask = masks_on_mr(on_ct, reference, matrix)
                 sitk.WriteImage(mask, str(out / roi["file"]), True)
                 array = sitk.GetArrayFromImage(mask).astype(bool)
+                voxels = int(array.sum())
                 ct_cc = float(np.count_nonzero(sitk.GetArrayViewFromImage(on_ct))) * np.prod(on_ct.GetSpacing()) / 1000
-                pet_cc = float(array.sum()) * np.prod(reference.GetSpacing()) / 1000
+                pet_cc = voxels * float(np.prod(reference.GetSpacing())) / 1000
                 index.append(
                     {
                         "roi_name": roi["roi_name"],
                         "file": roi["file"],
-                        "voxels": int(array.sum()),
+                        "voxels": voxels,
                         # the share of the ROI the PET sees (its axial field of view may cut it)
                         "in_view_fraction": round(min(pet_cc / ct_cc, 1.0), 4) if ct_cc else 0.0,
                     }
@@ -243,6 +237,6 @@ def course_pet_metrics(paths: CoursePaths, course_key: str) -> tuple[pd.DataFram
                 }
             )
 
-        map_masks_to_pet(paths, record, measure)
+        map_masks_to_pet(paths, record, image, measure)
     table = pd.DataFrame(rows, columns=[*ID_COLUMNS, *METRIC_COLUMNS, "in_view_fraction"])
     return table, notes

@@ -33,7 +33,6 @@ from rt_resources.radiomics.policy import (
     ParamSet,
     RoiPolicy,
     choose_param_set,
-    matches_full_rois,
 )
 from rt_resources.structures.masks import mask_index
 
@@ -246,13 +245,15 @@ def select_pet_tasks(
         return tasks, skipped
     kept = []
     for task in tasks:
-        source = task.source.split("/", 1)[1]
-        if source in settings.full_sources or matches_full_rois(task.roi_name, settings.full_rois):
+        param_set, reason = choose_param_set(
+            task.roi_name, task.source.split("/", 1)[1], policy=RoiPolicy.DEFAULT,
+            full_sources=settings.full_sources, full_rois=settings.full_rois,
+        )  # fmt: skip
+        if param_set is ParamSet.FULL:
             kept.append(task)
         else:
-            reason = "PET radiomics: neither its source is in full_sources nor its name in full_rois"
             entry = {"roi_name": task.roi_name, "source": task.source, "file": str(task.mask_path)}
-            skipped.append({**entry, "reason": reason})
+            skipped.append({**entry, "reason": f"PET radiomics: {reason}"})
     return kept, skipped
 
 

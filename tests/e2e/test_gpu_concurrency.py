@@ -6,16 +6,14 @@ Segmentation runs
 are tagged rt/gpu=true and hold the inference step only; dagster.yaml lets one more wait at the
 device lease with its input ready (pool `gpu` and the rt/gpu run limit at 2)."""
 
-import contextlib
-import os
 import shutil
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from dagster import DagsterEventType, DagsterInstance
+from dagster import DagsterEventType
 
+from rt_assets.headless.instance import open_instance
 from rt_assets.partitions import course_partitions
 from rt_resources.segmentation.tiny_model import build_tiny_totalseg_model
 from rt_resources.synthetic import write_patient
@@ -69,24 +67,14 @@ def step_intervals(instance) -> list[dict]:
     return out
 
 
-@contextlib.contextmanager
-def instance_at(home: Path) -> Iterator[DagsterInstance]:
-    os.environ["DAGSTER_HOME"] = str(home)
-    try:
-        with DagsterInstance.get() as instance:
-            yield instance
-    finally:
-        del os.environ["DAGSTER_HOME"]
-
-
 def courses(home: Path) -> set[str]:
-    with instance_at(home) as instance:
+    with open_instance(home) as instance:
         return set(instance.get_dynamic_partitions(course_partitions.name))
 
 
 def inference_started(home: Path) -> bool:
     """Whether an inference step has started (it then waits at the device lease)."""
-    with instance_at(home) as instance:
+    with open_instance(home) as instance:
         return bool(step_started(instance, SEG_STEP))
 
 
@@ -144,14 +132,14 @@ def test_one_segmentation_at_a_time_while_cpu_stages_run(tmp_path):
             time.sleep(3)
         assert len(segmented) == 3, log.read_text()[-8000:]
 
-        with instance_at(home) as instance:
+        with open_instance(home) as instance:
             while time.time() < deadline and any(not r.is_finished for r in instance.get_runs()):
                 time.sleep(2)
             steps = step_intervals(instance)
 
     seg_steps = [s for s in steps if s["step"] == SEG_STEP]
     assert all(s["tags"].get("rt/gpu") == "true" for s in seg_steps)  # runs that segment carry the GPU tag
-    with instance_at(home) as instance:
+    with open_instance(home) as instance:
         seg = inference_intervals(instance)  # the device leases of the inference steps
     assert len({s["partition"] for s in seg}) == 3
     for a, b in zip(seg, seg[1:], strict=False):

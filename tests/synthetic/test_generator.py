@@ -31,6 +31,7 @@ from rt_resources.synthetic import (
     write_cohort,
     write_patient,
 )
+from tests.helpers import plane_points
 
 SMALL = SynthOptions(rows=32, slices=12)
 FULL = SynthOptions(rows=32, slices=12, boost=True, second_course=True, beam_doses=True)
@@ -62,16 +63,6 @@ def _ct_volume(course) -> tuple[np.ndarray, list[pydicom.Dataset]]:
     return hu, slices
 
 
-def _plane_points(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patient x, y, z of each pixel of a single-frame image, from its tags."""
-    ipp = np.array(ds.ImagePositionPatient, float)
-    iop = np.array(ds.ImageOrientationPatient, float)
-    dr, dc = float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
-    r = np.arange(ds.Rows)[:, None]
-    c = np.arange(ds.Columns)[None, :]
-    return tuple(ipp[a] + c * dc * iop[a] + r * dr * iop[3 + a] for a in range(3))  # type: ignore[return-value]
-
-
 def _dose(
     ds: pydicom.Dataset,
 ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray, np.ndarray]]:
@@ -79,7 +70,7 @@ def _dose(
     gy = ds.pixel_array.astype(np.float64) * float(ds.DoseGridScaling)
     iop = np.array(ds.ImageOrientationPatient, float)
     normal = np.cross(iop[:3], iop[3:])
-    x, y, z = _plane_points(ds)
+    x, y, z = plane_points(ds)
     offsets = np.array(ds.GridFrameOffsetVector, float)[:, None, None]
     return gy, (
         x + offsets * normal[0],
@@ -129,7 +120,7 @@ def test_ct_hu_matches_phantom(small: SynthPatient) -> None:
     )
     assert ds.pixel_array.dtype == np.int16 and ds.PhotometricInterpretation == "MONOCHROME2"
     phantom = make_phantom(SMALL, 1)
-    expected = np.stack([phantom.hu(*_plane_points(s)) for s in slices])
+    expected = np.stack([phantom.hu(*plane_points(s)) for s in slices])
     assert np.abs(hu - expected).max() <= NOISE_HU
     assert np.all(hu[expected == HU_AIR] == HU_AIR)
     # tissue classes at points inside each structure
@@ -137,7 +128,7 @@ def test_ct_hu_matches_phantom(small: SynthPatient) -> None:
     z = float(slices[k].ImagePositionPatient[2])
 
     def hu_at(x: float, y: float) -> float:
-        px, py, _ = _plane_points(slices[k])
+        px, py, _ = plane_points(slices[k])
         r, c = np.unravel_index(np.argmin((px - x) ** 2 + (py - y) ** 2), px.shape)
         return float(hu[k, r, c])
 

@@ -35,6 +35,7 @@ from rt_resources.synthetic import (
     write_cohort,
     write_patient,
 )
+from tests.helpers import plane_points
 
 SIZES = {"rows": 32, "slices": 12, "pixel_mm": 10.0, "slice_mm": 5.0}
 #: (vendor, patient position) of each written case; one prone case checks the orientation
@@ -55,16 +56,6 @@ def written(tmp_path_factory: pytest.TempPathFactory) -> dict[tuple[str, str], S
 
 def _pet_slices(patient: SynthPatient) -> list[pydicom.Dataset]:
     return [pydicom.dcmread(f.path) for f in patient.courses[0].files if f.modality == "PT"]
-
-
-def _plane_points(ds: pydicom.Dataset) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Patient x, y, z (mm) of each pixel centre of one slice, from IPP, IOP and PixelSpacing."""
-    ipp = np.array(ds.ImagePositionPatient, float)
-    iop = np.array(ds.ImageOrientationPatient, float)
-    dr, dc = float(ds.PixelSpacing[0]), float(ds.PixelSpacing[1])
-    r = np.arange(ds.Rows)[:, None]
-    c = np.arange(ds.Columns)[None, :]
-    return tuple(ipp[a] + c * dc * iop[a] + r * dr * iop[3 + a] for a in range(3))  # type: ignore[return-value]
 
 
 def _dt(date: str, time: str) -> datetime:
@@ -121,7 +112,7 @@ def _suv_volume(slices: list[pydicom.Dataset]) -> np.ndarray:
 
 
 def _points(slices: list[pydicom.Dataset]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    per_slice = [_plane_points(ds) for ds in slices]
+    per_slice = [plane_points(ds) for ds in slices]
     return tuple(np.stack([p[a] for p in per_slice]) for a in range(3))  # type: ignore[return-value]
 
 
