@@ -97,6 +97,10 @@ class DicomDrop(ConfigurableResource):
         description="Seconds between full re-stats of the drop; scans in between list only folders that "
         "changed (0: every scan; RT_DROP_FULL_RESCAN_S)",
     )
+    watch: bool = Field(
+        default=True,
+        description="quick scans ask inotify which folders changed (local file systems; RT_DROP_WATCH)",
+    )
 
     @property
     def root(self) -> Path:
@@ -115,7 +119,35 @@ class DicomDrop(ConfigurableResource):
             index_dir=data_root.state(),
             full_rescan_s=self.full_rescan_s,
             hot_s=self.quiet_period_s,  # a course's folders are re-listed until it is ready
+            watch=self.watch,
         )
+
+    def links(self, data_root: DataRoot):
+        """The drop's linked courses (:class:`~rt_resources.ingest.link_state.LinkStore`): bring them
+        up to date with :meth:`LinkStore.update` after :meth:`refresh`, then read what changed."""
+        from rt_resources.ingest.survey import link_store
+
+        return link_store(self.root, data_root.root, index_dir=data_root.state())
+
+    def course(self, data_root: DataRoot, key: str):
+        """Course ``key`` as the drop holds it now (the index refreshed, its links brought up to
+        date), read alone: a course step never loads the rest of the archive. ``KeyError`` when
+        the drop no longer holds it."""
+        from rt_resources.ingest.survey import refresh_drop
+
+        refresh_drop(
+            self.root,
+            data_root.root,
+            index_dir=data_root.state(),
+            full_rescan_s=self.full_rescan_s,
+            hot_s=self.quiet_period_s,
+        )  # no inotify watch: a step's process lives for one refresh
+        store = self.links(data_root)
+        store.update()
+        found = [c for c in store.courses([key]) if c.files]
+        if not found:
+            raise KeyError(f"course {key} is not among the {len(store.keys())} courses the drop holds now")
+        return found[0]
 
     def survey(self, data_root: DataRoot, refreshed=None) -> DropSurvey:
         """The drop's courses; ``refreshed`` (what :meth:`refresh` just returned): not refreshed again."""
@@ -367,6 +399,7 @@ def resource_configs(settings: Settings) -> dict[str, dict[str, Any]]:
             "path": settings.drop_root,
             "quiet_period_s": float(settings.quiet_period_s),
             "full_rescan_s": float(settings.drop_full_rescan_s),
+            "watch": bool(settings.drop_watch),
         },
         "totalsegmentator": {
             "home": ts.home,

@@ -240,6 +240,11 @@ class Settings(_Section):
         description="seconds between full re-stats of the drop (catches files overwritten in place in "
         "unchanged folders); ticks in between re-read only folders whose mtime changed (0: every tick)",
     )
+    drop_watch: bool = Field(
+        default=True,
+        description="the sensor's quick scans ask Linux inotify which folders changed instead of a stat per "
+        "folder (off by itself on network file systems; see rt_resources.ingest.watch)",
+    )
     quiet_period_s: float = Field(default=60.0, ge=0, description="seconds without change before a course starts")
     sensor_interval_s: int = Field(default=30, ge=1, description="seconds between scans of the drop and automation")
     workers: int = Field(
@@ -282,6 +287,7 @@ ENV_FIELDS: dict[str, tuple[str, str]] = {
     "RT_WORKER_DATA_ROOT": ("worker_data_root", "path"),
     "RT_WORKER_DROP_ROOT": ("worker_drop_root", "path"),
     "RT_DROP_FULL_RESCAN_S": ("drop_full_rescan_s", "str"),
+    "RT_DROP_WATCH": ("drop_watch", "bool"),
     "RT_QUIET_PERIOD_S": ("quiet_period_s", "str"),
     "RT_SENSOR_INTERVAL_S": ("sensor_interval_s", "str"),
     "RT_WORKERS": ("workers", "str"),

@@ -2,6 +2,7 @@
 
 import json
 import time
+from dataclasses import dataclass, field
 
 from dagster import (
     DefaultSensorStatus,
@@ -17,8 +18,7 @@ from rt_assets.constants import COURSE_JOB
 from rt_assets.jobs import course_job
 from rt_assets.partitions import course_partitions
 from rt_assets.run_tags import course_tags
-from rt_resources.ingest.survey import course_readiness
-from rt_resources.provenance import digest_of
+from rt_resources.ingest.survey import course_folders, readiness
 from rt_resources.resources import DataRoot, DicomDrop
 
 DROP_STATE = "__drop_state__"  #: request-ledger subject: what the cohort tables should be built from
@@ -26,22 +26,40 @@ DROP_STATE = "__drop_state__"  #: request-ledger subject: what the cohort tables
 
 def drop_state(survey) -> str:
     """Digest of what the drop gives the cohort tables: every course (key, content) and every
-    file the linker refused (path, reason). ingest_report records it; cohort_sensor compares."""
-    courses = [f"{c.key}:{c.fingerprint}" for c in survey.courses]
-    return digest_of(courses + [f"{r.path}\t{r.reason}" for r in survey.links.rejections])[:32]
+    file the linker refused (path, reason). ingest_report records it; cohort_sensor compares. The
+    sensor reads the same value from the link store (:meth:`LinkStore.state`) without loading it."""
+    return survey.state
 
 
 def course_run_key(course_key: str, fingerprint: str) -> str:
     return f"{course_key}:{fingerprint[:16]}"
 
 
-def read_cursor(cursor: str | None) -> tuple[int, str, bool]:
-    """``(generation, index token, courses waiting)`` of a tick's cursor. A cursor of an earlier
-    version (``{"generation": N}``) names no index version: the next tick is a full one."""
-    if not cursor:
-        return 0, "", True
-    data = json.loads(cursor)
-    return int(data["generation"]), str(data.get("index", "")), bool(data.get("waiting", True))
+@dataclass
+class Cursor:
+    """What a tick hands the next: the ledger generation, the index and link versions it saw, and
+    the courses it left waiting for their quiet period."""
+
+    generation: int = 0
+    index: str = ""  #: :attr:`Refresh.token` ("" : the next tick is not a quick one)
+    links: str = ""  #: :meth:`LinkStore.token` ("" : every course is looked at)
+    waiting: list[str] = field(default_factory=list)
+
+    @classmethod
+    def read(cls, cursor: str | None) -> "Cursor":
+        """A cursor of an earlier version (no ``links``) makes the next tick look at every course."""
+        if not cursor:
+            return cls()
+        data = json.loads(cursor)
+        waiting = data.get("waiting")
+        if "links" not in data or not isinstance(waiting, list):
+            return cls(int(data["generation"]))
+        return cls(int(data["generation"]), str(data.get("index", "")), str(data["links"]), list(waiting))
+
+    def dump(self) -> str:
+        return json.dumps(
+            {"generation": self.generation, "index": self.index, "links": self.links, "waiting": self.waiting}
+        )
 
 
 @sensor(
@@ -60,16 +78,19 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     A tick's cost follows what changed: it first refreshes the drop's index (only folders that
     changed are listed; every file is re-stat-ed every ``full_rescan_s``, see
     :mod:`rt_resources.ingest.index`). When the index is as the last committed tick saw it (the
-    cursor keeps its token) and that tick left no course waiting for its quiet period, a full tick
-    would request nothing: the tick ends there, keeping the cursor, without loading the index,
-    linking courses or writing the ledger."""
+    cursor keeps its token) and that tick left no course waiting for its quiet period, the tick
+    ends there, keeping the cursor. Otherwise the link store applies what changed (linking again
+    only the courses the changed files reach: :mod:`rt_resources.ingest.link_state`) and the tick
+    looks only at the courses linked again since the cursor's link version and those the last
+    tick left waiting; the others were requested (or found up to date) by an earlier tick whose
+    cursor was committed."""
     if not dicom_drop.path:
         return SkipReason("no drop folder configured (set RT_DROP_ROOT)")
     if not dicom_drop.root.is_dir():
         return SkipReason(f"drop folder {dicom_drop.root} does not exist yet")
-    generation, seen_token, was_waiting = read_cursor(context.cursor)
+    seen = Cursor.read(context.cursor)
     refreshed = dicom_drop.refresh(data_root)
-    if seen_token and refreshed.token == seen_token and not was_waiting:
+    if seen.index and refreshed.token == seen.index and not seen.waiting:
         return SensorResult(
             skip_reason=SkipReason(
                 f"drop unchanged since the last tick: {refreshed.n_files} files in {refreshed.n_dirs} folders "
@@ -78,19 +99,26 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
             ),
             cursor=context.cursor,
         )
-    survey = dicom_drop.survey(data_root, refreshed=refreshed)
+    store = dicom_drop.links(data_root)
+    update = store.update()
+    changed = store.changed_since(seen.links)
+    keys = store.keys() if changed is None else sorted(set(changed) | set(seen.waiting))
+    courses = store.courses(keys)
+    markers = store.index.markers()
     now = time.time()
     ledger = data_root.ledger()
-    done = ledger.confirmed(generation)
+    ledger.forget_after(seen.generation)  # a tick after the committed one never reached the daemon
+    done = ledger.confirmed(seen.generation)
 
     ready, waiting = [], []
-    for course in survey.courses:
-        is_ready, why = course_readiness(survey, course, dicom_drop.quiet_period_s, now)
+    for course in courses:
+        unusable = store.unusable_changed_at(course_folders(course))
+        is_ready, why = readiness(course.files, markers, unusable, dicom_drop.quiet_period_s, now)
         (ready if is_ready else waiting).append((course, why))
         if not is_ready:
             context.log.debug(f"{course.key}: {why}")
 
-    existing = set(context.instance.get_dynamic_partitions(course_partitions.name))
+    existing = set(context.instance.get_dynamic_partitions(course_partitions.name)) if ready else set()
     new_keys = [c.key for c, _ in ready if c.key not in existing]
     requests: list[RunRequest] = []
     requested: dict[str, str] = {}
@@ -107,17 +135,18 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
                 tags=course_tags(course, "sensor", current_settings().priority),
             )
         )
-    next_generation = generation + 1
+    next_generation = seen.generation + 1
     ledger.record(requested, next_generation)
-    state = drop_state(survey)
+    state = store.state()
     if done.get(DROP_STATE) != state:  # generation 0: always among the confirmed; no write when unchanged
         ledger.record({DROP_STATE: state}, 0)
-    cursor = json.dumps({"generation": next_generation, "index": survey.scan.token, "waiting": len(waiting)})
+    cursor = Cursor(next_generation, refreshed.token, update.token, [c.key for c, _ in waiting]).dump()
     if not requests and not new_keys:
+        looked = "every course" if changed is None else f"{len(courses)} changed or waiting"
         return SensorResult(
             skip_reason=SkipReason(
-                f"{len(survey.scan.entries)} files ({survey.scan.n_parsed} parsed this tick), "
-                f"{len(ready)} courses up to date, {len(waiting)} waiting for quiet"
+                f"{refreshed.n_files} files ({refreshed.n_parsed} parsed this tick; {update.n_relinked} linked "
+                f"again), courses looked at: {looked}; {len(ready)} up to date, {len(waiting)} waiting for quiet"
             ),
             cursor=cursor,
         )

@@ -4,6 +4,7 @@ header, never its pixels). :mod:`rt_resources.ingest.index` keeps what these fin
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +49,9 @@ def list_folder(folder: Path) -> tuple[list[tuple[str, int, int]], list[str], bo
     subdirs: list[str] = []
     marker = False
     for entry in entries:
+        if not _utf8(entry.name):  # cannot be stored or shown as text: one unusable entry, never read
+            files.append((os.fsencode(entry.name).decode("utf-8", "backslashreplace"), 0, 0))
+            continue
         if entry.is_dir(follow_symlinks=False):
             subdirs.append(entry.name)
             continue
@@ -96,8 +100,23 @@ def walk_drop(drop_root: Path) -> tuple[list[tuple[str, int, int]], set[str]]:
     return files, markers
 
 
+def _utf8(name: str) -> bool:
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+#: why a file or folder whose name is not UTF-8 is not used (it is indexed under its name with the
+#: bad bytes written as \\xNN, which names no file)
+NOT_UTF8 = "name not valid UTF-8 (shown with \\xNN escapes; for a folder, nothing in it is read): rename it"
+
+
 def read_entry(drop_root: Path, rel: str, size: int, mtime_ns: int, now: float) -> FileEntry:
     """Read one file once: hash its bytes and parse its header."""
+    if size == 0 and mtime_ns == 0 and "\\x" in rel and not os.path.lexists(drop_root / rel):
+        return FileEntry(rel, size, mtime_ns, now, "", None, NOT_UTF8)
     try:
         data = (drop_root / rel).read_bytes()
     except OSError as exc:
@@ -121,19 +140,32 @@ def _read_batch(drop_root: Path, batch: list[tuple[str, int, int]], now: float) 
 def read_entries(
     drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None = None
 ) -> list[FileEntry]:
-    """Read ``files`` (in order); across ``workers`` processes when there are many.
+    """Read ``files`` (in order); across ``workers`` processes when there are many."""
+    return [entry for chunk in read_entry_chunks(drop_root, files, now, workers, len(files) or 1) for entry in chunk]
+
+
+def read_entry_chunks(
+    drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None, chunk: int
+) -> Iterator[list[FileEntry]]:
+    """Read ``files`` (in order), ``chunk`` at a time, so a caller stores each before the next is
+    read (a cold scan of a million files never holds them all); across ``workers`` processes (one
+    pool for every chunk) when there are many.
 
     ``workers`` defaults to the CPU count (at most 8). Header parsing is CPU-bound Python,
     so processes, not threads; small batches (an incremental scan) stay in process.
     """
     workers = workers or min(8, os.cpu_count() or 1)
     if workers <= 1 or len(files) < PARALLEL_MIN_FILES:
-        return _read_batch(drop_root, files, now)
+        for start in range(0, len(files), chunk):
+            yield _read_batch(drop_root, files[start : start + chunk], now)
+        return
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    size = max(50, len(files) // (workers * 4))
-    batches = [files[i : i + size] for i in range(0, len(files), size)]
     with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = pool.map(_read_batch, [drop_root] * len(batches), batches, [now] * len(batches))
-        return [entry for batch in results for entry in batch]
+        for start in range(0, len(files), chunk):
+            part = files[start : start + chunk]
+            size = max(50, len(part) // (workers * 4))
+            batches = [part[i : i + size] for i in range(0, len(part), size)]
+            results = pool.map(_read_batch, [drop_root] * len(batches), batches, [now] * len(batches))
+            yield [entry for batch in results for entry in batch]

@@ -201,29 +201,33 @@ def _resolve_duplicates(entries: list[FileEntry]) -> tuple[list[FileEntry], list
     kept: list[FileEntry] = []
     rejected: list[Rejection] = []
     for uid, group in groups.items():
-        group.sort(key=lambda e: e.path)
-        if len(group) == 1:
-            kept.append(group[0])
-        elif len({e.sha256 for e in group}) == 1:
-            kept.append(group[0])
-            rejected += [
-                Rejection(
-                    e.path, f"duplicate of {group[0].path} (same SOP Instance UID, identical content)", e.header.kind
-                )
-                for e in group[1:]
-            ]
-        else:
-            others = ", ".join(e.path for e in group)
-            rejected += [
-                Rejection(
-                    e.path,
-                    f"SOP Instance UID {uid} is in {len(group)} files with different content ({others}); "
-                    "none is used until the conflict is resolved",
-                    e.header.kind,
-                )
-                for e in group
-            ]
+        keep, refused = resolve_copies(uid, [(e.path, e.sha256, e.header.kind) for e in group])
+        kept += [e for e in group if e.path == keep]
+        rejected += refused
     return kept, rejected
+
+
+def resolve_copies(uid: str, group: list[tuple[str, str, str]]) -> tuple[str | None, list[Rejection]]:
+    """The files ``(path, sha256, kind)`` holding SOP Instance UID ``uid``: the path of the one
+    used (``None`` when copies disagree) and the others' rejections. A group resolves alone, so
+    :mod:`rt_resources.ingest.link_state` re-resolves only the groups a change touched."""
+    group = sorted(group)
+    if len(group) == 1:
+        return group[0][0], []
+    first = group[0][0]
+    if len({sha for _, sha, _ in group}) == 1:
+        return first, [Rejection(path, duplicate_reason(first), kind) for path, _, kind in group[1:]]
+    others = ", ".join(path for path, _, _ in group)
+    reason = (
+        f"SOP Instance UID {uid} is in {len(group)} files with different content ({others}); "
+        "none is used until the conflict is resolved"
+    )
+    return None, [Rejection(path, reason, kind) for path, _, kind in group]
+
+
+def duplicate_reason(used_path: str) -> str:
+    """Why an identical copy of the file at ``used_path`` is not used."""
+    return f"duplicate of {used_path} (same SOP Instance UID, identical content)"
 
 
 def _find_ct_series(struct: FileEntry, ct_series: dict[str, list[FileEntry]]) -> tuple[str | None, str]:
@@ -285,3 +289,35 @@ def _attach_same_frame(courses, series, used_series) -> None:
         used_series.add(uid)
         if head.patient_id != course.patient_id:
             course.notes.append(f"{head.kind} series {uid} shares the CT's frame of reference but not its PatientID")
+
+
+#: the header fields, besides the object's own UIDs, through which the rules above join files, and
+#: the kind of UID each holds
+LINK_INFO_FIELDS = {
+    "ref_series_uids": "series",
+    "ref_for_uids": "for",
+    "roi_for_uids": "for",
+    "ref_study_uids": "study",
+    "ref_struct_uids": "sop",
+    "ref_plan_uids": "sop",
+    "reg_for_uids": "for",
+}
+
+
+def link_tokens(header) -> set[str]:
+    """Every UID through which linking can join this object to another (its SOP Instance, series,
+    study and frame of reference UIDs, and the UIDs it references). Objects that share no token,
+    directly or through others, link independently: :mod:`rt_resources.ingest.link_state` relinks
+    only the part of the drop a change reaches this way.
+
+    A missing (empty) UID joins too (the rules compare values, and "" equals ""): it becomes the
+    token ``empty:<kind>``, shared by every object missing one of that kind."""
+    pairs = [
+        (header.sop_instance_uid, "sop"),
+        (header.series_uid, "series"),
+        (header.study_uid, "study"),
+        (header.for_uid, "for"),
+    ]
+    for name, kind in LINK_INFO_FIELDS.items():
+        pairs += [(uid, kind) for uid in header.info.get(name) or []]
+    return {uid if uid else f"empty:{kind}" for uid, kind in pairs}

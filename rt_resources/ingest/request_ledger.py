@@ -35,6 +35,17 @@ class RequestLedger:
             con.close()
         return dict(rows)
 
+    def forget_after(self, committed_generation: int) -> None:
+        """Drop the rows of ticks after ``committed_generation``: ticks whose cursor was never
+        committed (their runs may never have been submitted). The next tick reuses their
+        generation number; without this, its commit would confirm the lost tick's requests too."""
+        con = self._connect()
+        try:
+            with con:
+                con.execute("DELETE FROM requests WHERE generation > ?", (committed_generation,))
+        finally:
+            con.close()
+
     def record(self, requested: dict[str, str], generation: int) -> None:
         """Remember ``subject -> fingerprint`` as requested by tick ``generation``."""
         if not requested:

@@ -14,9 +14,8 @@ def course_manifest(context: AssetExecutionContext, data_root: DataRoot, dicom_d
     """The course as found in the drop: patient, study/series/SOP UIDs and every source file
     with its sha256 (courses/<key>/manifest.json). Everything downstream reads its inputs
     through this manifest, so it is the root of the course's lineage."""
-    survey = dicom_drop.survey(data_root)
     try:
-        course = survey.links.course(context.partition_key)
+        course = dicom_drop.course(data_root, context.partition_key)
     except KeyError as exc:
         raise Failure(
             description=f"course {context.partition_key} is no longer in the drop {dicom_drop.root}: {exc}",
