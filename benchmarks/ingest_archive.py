@@ -158,6 +158,7 @@ def main() -> None:
             n_folders = -(-args.files // args.per_folder)
             print(f"reusing the drop in {drop}")
             shutil.rmtree(data_root, ignore_errors=True)
+            shutil.rmtree(drop / "arrivals", ignore_errors=True)  # left by ingest_arrival.py
             for added in drop.rglob("added_*"):
                 added.unlink() if added.is_file() else shutil.rmtree(added)
         else:
