@@ -108,9 +108,10 @@ class DicomDrop(ConfigurableResource):
             raise ValueError("no drop folder configured: set RT_DROP_ROOT or the dicom_drop resource's path")
         return Path(worker_mounts()[1] or self.path).resolve()  # RT_WORKER_DROP_ROOT: this machine's mount
 
-    def refresh(self, data_root: DataRoot):
+    def refresh(self, data_root: DataRoot, watch: bool | None = None):
         """Bring the drop's index up to date without loading it: a
-        :class:`~rt_resources.ingest.index.Refresh` (its ``token`` changes when the drop did)."""
+        :class:`~rt_resources.ingest.index.Refresh` (its ``token`` changes when the drop did).
+        ``watch``: use this process's inotify watch (default :attr:`watch`; a long-lived process's)."""
         from rt_resources.ingest.survey import refresh_drop
 
         return refresh_drop(
@@ -119,7 +120,7 @@ class DicomDrop(ConfigurableResource):
             index_dir=data_root.state(),
             full_rescan_s=self.full_rescan_s,
             hot_s=self.quiet_period_s,  # a course's folders are re-listed until it is ready
-            watch=self.watch,
+            watch=self.watch if watch is None else watch,
         )
 
     def links(self, data_root: DataRoot):
@@ -133,15 +134,7 @@ class DicomDrop(ConfigurableResource):
         """Course ``key`` as the drop holds it now (the index refreshed, its links brought up to
         date), read alone: a course step never loads the rest of the archive. ``KeyError`` when
         the drop no longer holds it."""
-        from rt_resources.ingest.survey import refresh_drop
-
-        refresh_drop(
-            self.root,
-            data_root.root,
-            index_dir=data_root.state(),
-            full_rescan_s=self.full_rescan_s,
-            hot_s=self.quiet_period_s,
-        )  # no inotify watch: a step's process lives for one refresh
+        self.refresh(data_root, watch=False)  # a step's process lives for one refresh: no watch
         store = self.links(data_root)
         store.update()
         found = [c for c in store.courses([key]) if c.files]

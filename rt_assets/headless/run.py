@@ -292,9 +292,7 @@ def _submit_and_follow(
             daemons.ensure()
         progress = Progress(len(follower.states))
         follower.follow(progress)
-        from rt_assets.sensors.dicom_drop_sensor import drop_state
-
-        why = planner.cohort_needed(drop_state(survey), any(s.stages_run for s in follower.states))
+        why = planner.cohort_needed(survey.state, any(s.stages_run for s in follower.states))
         cohort_ok, cohort_error = True, ""
         if why:
             log.info("cohort tables: rebuilding (%s)", why)

@@ -24,13 +24,6 @@ from rt_resources.resources import DataRoot, DicomDrop
 DROP_STATE = "__drop_state__"  #: request-ledger subject: what the cohort tables should be built from
 
 
-def drop_state(survey) -> str:
-    """Digest of what the drop gives the cohort tables: every course (key, content) and every
-    file the linker refused (path, reason). ingest_report records it; cohort_sensor compares. The
-    sensor reads the same value from the link store (:meth:`LinkStore.state`) without loading it."""
-    return survey.state
-
-
 def course_run_key(course_key: str, fingerprint: str) -> str:
     return f"{course_key}:{fingerprint[:16]}"
 
@@ -110,10 +103,12 @@ def dicom_drop_sensor(context: SensorEvaluationContext, data_root: DataRoot, dic
     ledger.forget_after(seen.generation)  # a tick after the committed one never reached the daemon
     done = ledger.confirmed(seen.generation)
 
+    folders = {c.key: course_folders(c) for c in courses}
+    unusable = store.unusable_changed_at(set().union(*folders.values()))
     ready, waiting = [], []
     for course in courses:
-        unusable = store.unusable_changed_at(course_folders(course))
-        is_ready, why = readiness(course.files, markers, unusable, dicom_drop.quiet_period_s, now)
+        last_unusable = max((unusable[f] for f in folders[course.key] if f in unusable), default=None)
+        is_ready, why = readiness(course.files, markers, last_unusable, dicom_drop.quiet_period_s, now)
         (ready if is_ready else waiting).append((course, why))
         if not is_ready:
             context.log.debug(f"{course.key}: {why}")

@@ -137,13 +137,6 @@ def _read_batch(drop_root: Path, batch: list[tuple[str, int, int]], now: float) 
     return [read_entry(drop_root, rel, size, mtime_ns, now) for rel, size, mtime_ns in batch]
 
 
-def read_entries(
-    drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None = None
-) -> list[FileEntry]:
-    """Read ``files`` (in order); across ``workers`` processes when there are many."""
-    return [entry for chunk in read_entry_chunks(drop_root, files, now, workers, len(files) or 1) for entry in chunk]
-
-
 def read_entry_chunks(
     drop_root: Path, files: list[tuple[str, int, int]], now: float, workers: int | None, chunk: int
 ) -> Iterator[list[FileEntry]]:

@@ -66,7 +66,6 @@ from rt_resources.ingest.drop_files import (  # noqa: F401 (re-exported: the ind
     join_rel,
     list_folder,
     parent_rel,
-    read_entries,
     read_entry,
     read_entry_chunks,
     walk_drop,
@@ -138,6 +137,11 @@ class _Dir:
     marker: bool
     checked_at: float  #: scan time of its last listing
     changed_at: float | None  #: scan time of the last listing that found a change in it
+
+    @classmethod
+    def from_row(cls, row: tuple) -> _Dir:
+        """From a ``dirs`` row selected as :data:`_DIR_COLUMNS` (its path first)."""
+        return cls(row[1], row[2], row[3], bool(row[4]), row[5], row[6])
 
     def settled(self, st: os.stat_result, hot_s: float) -> bool:
         """Whether its files' rows can be trusted without listing it again."""
@@ -288,21 +292,17 @@ class DropIndex:
             full = full_rescan_s <= 0 or last_full is None or now - float(last_full[0]) >= full_rescan_s
             index_id = _token(con).split(":")[0]
             watched = watch is not None and watch.armed and watch.index_id == index_id and complete and not full
+            flagged = set(events)  # listed whatever their stat says (an overwrite in place)
             if watched:  # the folders with an event, and those racy, hot or not watched
                 known_dirs: dict[str, _Dir] = _LazyDirs(con)
                 children: dict[str, list[str]] = _LazyChildren(con)
-                flagged = set(events)
                 stack = sorted(flagged | _unsettled(con, hot_s) | watch.unwatched, reverse=True)
             else:
-                known_dirs = {
-                    row[0]: _Dir(row[1], row[2], row[3], bool(row[4]), row[5], row[6])
-                    for row in con.execute(f"SELECT {_DIR_COLUMNS} FROM dirs")
-                }
+                known_dirs = {row[0]: _Dir.from_row(row) for row in con.execute(f"SELECT {_DIR_COLUMNS} FROM dirs")}
                 children = defaultdict(list)
                 for rel in known_dirs:
                     if rel != ".":
                         children[parent_rel(rel)].append(rel)
-                flagged = set(events)  # listed whatever their stat says (an overwrite in place)
                 stack = ["."]
             arming = watch is not None and not watched
 
@@ -464,7 +464,7 @@ class _LazyDirs(dict):
     def get(self, rel: str, default=None):
         if rel not in self:
             row = self.con.execute(f"SELECT {_DIR_COLUMNS} FROM dirs WHERE path = ?", (rel,)).fetchone()
-            self[rel] = _Dir(row[1], row[2], row[3], bool(row[4]), row[5], row[6]) if row else None
+            self[rel] = _Dir.from_row(row) if row else None
         value = super().get(rel)
         return default if value is None else value
 

@@ -115,11 +115,18 @@ def _chunks(values: Iterable, size: int = _CHUNK) -> Iterator[list]:
 
 
 def _select_in(con: sqlite3.Connection, sql: str, values: Iterable, *params) -> list[tuple]:
-    """Rows of ``sql`` (its ``{}`` replaced by the placeholders) for ``values``, in chunks."""
+    """Rows of ``sql`` (its ``{}`` replaced by the placeholders) for ``values``, in chunks;
+    ``params`` fill the placeholders before the ``IN``."""
     rows: list[tuple] = []
     for chunk in _chunks(values):
         rows += con.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk)).fetchall()
     return rows
+
+
+def _execute_in(con: sqlite3.Connection, sql: str, values: Iterable, *params) -> None:
+    """``sql`` (a DELETE or UPDATE, its ``{}`` the placeholders) for ``values``, in chunks."""
+    for chunk in _chunks(values):
+        con.execute(sql.format(",".join("?" * len(chunk))), (*params, *chunk))
 
 
 class LinkStore:
@@ -128,7 +135,6 @@ class LinkStore:
     def __init__(self, index: DropIndex, secret: bytes) -> None:
         self.index = index
         self.secret = secret
-        self._kept_versions: dict[str, int] = {}  #: during a build: "key:fingerprint" -> version before
 
     # ---- reading -------------------------------------------------------------------------------
 
@@ -240,15 +246,15 @@ class LinkStore:
         """Every course and rejection, as ``link_courses`` over the whole index would give them."""
         return LinkResult(self.courses(), self.rejections())
 
-    def unusable_changed_at(self, folders: Iterable[str]) -> float | None:
-        """When a scan last saw an unusable file (a slice still being copied) change in ``folders``."""
+    def unusable_changed_at(self, folders: Iterable[str]) -> dict[str, float]:
+        """Folder -> when a scan last saw an unusable file there (a slice still being copied) change,
+        for those of ``folders`` holding one (one query for every course a tick looks at)."""
         con = self._connect()
         try:
-            rows = _select_in(con, "SELECT max(seen_at) FROM files WHERE kind IS NULL AND dir IN ({})", folders)
+            query = "SELECT dir, max(seen_at) FROM files WHERE kind IS NULL AND dir IN ({}) GROUP BY dir"
+            return dict(_select_in(con, query, folders))
         finally:
             con.close()
-        seen = [row[0] for row in rows if row[0] is not None]
-        return max(seen) if seen else None
 
     # ---- updating ------------------------------------------------------------------------------
 
@@ -291,7 +297,7 @@ class LinkStore:
     def _build(self, con: sqlite3.Connection, version: int) -> tuple[int, int, int]:
         """Link the whole index again, one batch of whole components at a time. A course whose
         content (fingerprint) is what it was keeps its version: the sensor does not look at it again."""
-        self._kept_versions = dict(con.execute("SELECT key || ':' || fingerprint, version FROM link_courses"))
+        kept = dict(con.execute("SELECT key || ':' || fingerprint, version FROM link_courses"))
         for table in ("link_groups", "link_tokens", "link_courses", "link_members", "link_rejections"):
             con.execute(f"DELETE FROM {table}")
         total = 0
@@ -350,7 +356,7 @@ class LinkStore:
         for sops in [*components.values(), []]:
             batch += sops
             if len(batch) >= BUILD_BATCH or (not sops and batch):
-                n, c, t = self._relink(con, set(batch), version, fresh=True)
+                n, c, t = self._relink(con, set(batch), version, kept)
                 relinked, n_courses, total = relinked + n, n_courses + c, total + t
                 batch = []
         return relinked, n_courses, total
@@ -368,12 +374,7 @@ class LinkStore:
             )
         }
         # unusable files: their rejections follow their rows
-        old = _select_in(con, "SELECT path, reason FROM link_rejections WHERE layer = 0 AND path IN ({})", old_sop)
-        total -= sum(_item_hash(_rejection_item(p, r)) for p, r in old)
-        for chunk in _chunks(old_sop):
-            con.execute(
-                f"DELETE FROM link_rejections WHERE layer = 0 AND path IN ({','.join('?' * len(chunk))})", chunk
-            )
+        total += self._delete_rejections(con, 0, "path", old_sop)
         unusable = [Rejection(p, row[3] or "unusable", "") for p, row in now.items() if row[2] is None]
         total += self._insert_rejections(con, unusable, None, 0)
 
@@ -405,7 +406,7 @@ class LinkStore:
         if stored and stored[0] and stored[0] not in paths and all(now[p][1] == stored[1] for p in joined):
             keep, sha, n = stored
             if all(p > keep for p in joined):  # the used file stays: only these copies' rejections
-                delta = self._delete_rejections(con, "layer = 1 AND sop = ? AND path = ?", [(uid, p) for p in left])
+                delta = self._delete_rejections(con, 1, "path", left, sop=uid)
                 reason = duplicate_reason(keep)
                 delta += self._insert_rejections(con, [Rejection(p, reason, now[p][2]) for p in joined], uid, 1)
                 con.execute("UPDATE link_groups SET n = ? WHERE sop = ?", (n - len(left) + len(joined), uid))
@@ -413,7 +414,7 @@ class LinkStore:
         group = con.execute(
             "SELECT path, sha256, kind FROM files WHERE sop_instance_uid = ? AND kind IS NOT NULL", (uid,)
         ).fetchall()
-        delta = self._delete_rejections(con, "layer = 1 AND sop = ?", [(uid,)])
+        delta = self._delete_rejections(con, 1, "sop", [uid])
         con.execute("DELETE FROM link_groups WHERE sop = ?", (uid,))
         keep = None
         if group:
@@ -453,12 +454,13 @@ class LinkStore:
         return sorted((_from_row(row) for row in rows), key=lambda e: e.path)
 
     def _relink(
-        self, con: sqlite3.Connection, sops: set[str], version: int, fresh: bool = False
+        self, con: sqlite3.Connection, sops: set[str], version: int, kept: dict[str, int] | None = None
     ) -> tuple[int, int, int]:
-        """Link the used files of ``sops`` (whole components) again, replacing what they had
-        (``fresh``: they had nothing, the tables were emptied); ``(files linked, courses, digest delta)``."""
-        delta = 0 if fresh else self._unlink(con, sops)
-        kept = self._kept_versions if fresh else {}
+        """Link the used files of ``sops`` (whole components) again, replacing what they had;
+        ``(files linked, courses, digest delta)``. ``kept`` (a build: the tables were emptied, nothing
+        to replace): ``"key:fingerprint"`` -> version of the courses before, kept where unchanged."""
+        delta = 0 if kept is not None else self._unlink(con, sops)
+        kept = kept or {}
         entries = self._entries(con, sops)
         linked = link_courses(entries, self.secret)
         sop_of = {e.path: e.header.sop_instance_uid for e in entries}
@@ -490,14 +492,10 @@ class LinkStore:
         keys = {k for (k,) in _select_in(con, "SELECT DISTINCT key FROM link_members WHERE sop IN ({})", sops)}
         old = _select_in(con, "SELECT key, fingerprint FROM link_courses WHERE key IN ({})", keys)
         delta = -sum(_item_hash(_course_item(k, fp)) for k, fp in old)
-        for sql, values in (
-            ("DELETE FROM link_courses WHERE key IN ({})", keys),
-            ("DELETE FROM link_members WHERE key IN ({})", keys),
-            ("DELETE FROM link_tokens WHERE sop IN ({})", sops),
-        ):
-            for chunk in _chunks(values):
-                con.execute(sql.format(",".join("?" * len(chunk))), chunk)
-        return delta + self._delete_rejections(con, "layer = 2 AND sop = ?", [(s,) for s in sops])
+        _execute_in(con, "DELETE FROM link_courses WHERE key IN ({})", keys)
+        _execute_in(con, "DELETE FROM link_members WHERE key IN ({})", keys)
+        _execute_in(con, "DELETE FROM link_tokens WHERE sop IN ({})", sops)
+        return delta + self._delete_rejections(con, 2, "sop", sops)
 
     def _insert_rejections(self, con, rejections: list[Rejection], sop: str | None, layer: int) -> int:
         con.executemany(
@@ -506,10 +504,12 @@ class LinkStore:
         )
         return sum(_item_hash(_rejection_item(r.path, r.reason)) for r in rejections)
 
-    def _delete_rejections(self, con, where: str, params: list[tuple]) -> int:
-        delta = 0
-        for p in params:
-            rows = con.execute(f"SELECT path, reason FROM link_rejections WHERE {where}", p).fetchall()
-            delta -= sum(_item_hash(_rejection_item(path, reason)) for path, reason in rows)
-            con.execute(f"DELETE FROM link_rejections WHERE {where}", p)
-        return delta
+    def _delete_rejections(self, con, layer: int, column: str, values: Iterable, sop: str | None = None) -> int:
+        """Delete the ``layer`` rejections whose ``column`` (path or sop) is in ``values`` (and of
+        SOP Instance UID ``sop``); returns the digest delta."""
+        where = f"layer = ? {'AND sop = ? ' if sop is not None else ''}AND {column} IN ({{}})"
+        params = (layer, sop) if sop is not None else (layer,)
+        values = list(values)
+        rows = _select_in(con, f"SELECT path, reason FROM link_rejections WHERE {where}", values, *params)
+        _execute_in(con, f"DELETE FROM link_rejections WHERE {where}", values, *params)
+        return -sum(_item_hash(_rejection_item(path, reason)) for path, reason in rows)

@@ -14,7 +14,7 @@ import pandas as pd
 
 from rt_resources.ingest.course_keys import load_site_secret
 from rt_resources.ingest.index import DropIndex, FileEntry, Refresh, ScanResult, iter_ancestors
-from rt_resources.ingest.link_state import LinkStore, links_digest
+from rt_resources.ingest.link_state import LinkStore
 from rt_resources.ingest.linking import Course, LinkResult
 from rt_resources.state import state_dir
 
@@ -23,16 +23,13 @@ from rt_resources.state import state_dir
 class DropSurvey:
     scan: ScanResult
     links: LinkResult
+    #: digest of the courses (key, content) and refused files (path, reason) the drop gives the
+    #: cohort tables: :meth:`LinkStore.state` (equal to :func:`links_digest` of ``links``)
+    state: str
 
     @property
     def courses(self) -> list[Course]:
         return self.links.courses
-
-    @property
-    def state(self) -> str:
-        """Digest of the courses (key, content) and refused files (path, reason) the drop gives the
-        cohort tables; the same as :meth:`LinkStore.state` of the store it was read from."""
-        return links_digest(self.links)
 
 
 def _index(drop_root: Path, data_root: Path, index_dir: Path | None, watch: bool = False) -> DropIndex:
@@ -81,7 +78,7 @@ def survey_drop(
     store = link_store(drop_root, data_root, index_dir)
     refresh = refreshed if refreshed is not None else store.index.refresh(now, full_rescan_s, hot_s)
     store.update()
-    return DropSurvey(store.index.result(refresh), store.result())
+    return DropSurvey(store.index.result(refresh), store.result(), store.state())
 
 
 def course_readiness(

@@ -93,11 +93,14 @@ class FolderWatch:
             self.why_not = f"the drop is on a {fs} file system: changes made by other machines raise no event"
             return
         self._libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        self._open()
+
+    def _open(self) -> None:
         fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
         if fd < 0:
             self.why_not = f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}"
-            return
-        self.fd = fd
+        else:
+            self.fd = fd
 
     @property
     def usable(self) -> bool:
@@ -179,11 +182,7 @@ class FolderWatch:
         """Drop every watch (some may name folders that moved): the next scan stats every folder
         and arms a new watch."""
         self.close()
-        fd = self._libc.inotify_init1(IN_NONBLOCK | IN_CLOEXEC)
-        if fd < 0:
-            self.why_not = f"inotify_init1 failed: {os.strerror(ctypes.get_errno())}"
-        else:
-            self.fd = fd
+        self._open()
 
     def close(self) -> None:
         if self.fd is not None:

@@ -31,8 +31,6 @@ def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_dro
     the real paths; here, in the UI, files appear by their file id only."""
     import pandas as pd
 
-    from rt_assets.sensors.dicom_drop_sensor import drop_state
-
     ids = input_ids(context.instance, COHORT_INPUTS["ingest_report"])  # before reading the course refusals
     survey = dicom_drop.survey(data_root)
     linker = ingest_report_table(survey.links).assign(course_key="", stage="")
@@ -60,7 +58,7 @@ def ingest_report(context: AssetExecutionContext, data_root: DataRoot, dicom_dro
             "n_refused_by_courses": int((table["stage"] != "").sum()),
             "n_courses": len(survey.courses),
             "inputs_sha256": record_inputs(data_root.cohort_dir(), "ingest_report", ids),
-            "drop_state": drop_state(survey),
+            "drop_state": survey.state,
             "preview": MetadataValue.md(shown.to_markdown(index=False) if len(table) else "every file is used"),
             **lineage_metadata(
                 context,
